@@ -1,0 +1,140 @@
+"""A slim actor: a deque mailbox, one waiter future, and a run loop that handles one message at a time."""
+
+from __future__ import annotations
+
+import asyncio
+from collections import deque
+from collections.abc import Callable
+from contextlib import suppress
+from dataclasses import dataclass
+from typing import Any, Generic, TypeVar
+
+import structlog
+
+log = structlog.get_logger("bot.actors")
+
+K = TypeVar("K")
+
+
+@dataclass(frozen=True, slots=True)
+class Stop:
+    """The stop marker: enqueued behind pending work, so everything before it is handled first."""
+
+
+class ActorDeadError(RuntimeError):
+    """Raised for a tell to an actor that has stopped (the registry routes around this)."""
+
+
+def _wake(waiter: asyncio.Future[None] | None) -> None:
+    if waiter is not None and not waiter.done():
+        waiter.set_result(None)
+
+
+class Actor(Generic[K]):
+    """Base class for actors.
+
+    Lifecycle: the registry creates an actor on the first `tell` for its key and starts its loop.
+    The loop takes one message at a time and awaits `handle`, so subclasses need no locks. When
+    the mailbox has stayed empty for `idle_seconds`, the loop ends and `on_exit` tells the registry
+    to forget this incarnation (passivation); a later `tell` creates a fresh one. State lives in the
+    database, so passivation loses nothing. `Stop` ends the loop after the messages queued before it.
+    """
+
+    __slots__ = ("_mailbox", "_on_exit", "_task", "_waiter", "idle_seconds", "key", "stopped")
+
+    def __init__(self, key: K, *, idle_seconds: float, on_exit: Callable[[Actor[K]], None]) -> None:
+        self.key = key
+        self.idle_seconds = idle_seconds
+        self._mailbox: deque[Any] = deque()
+        self._waiter: asyncio.Future[None] | None = None
+        self._task: asyncio.Task[None] | None = None
+        self._on_exit = on_exit
+        self.stopped = False
+
+    def start(self) -> None:
+        """Start the run loop (the registry calls this once)."""
+        self._task = asyncio.get_running_loop().create_task(self._run(), name=f"actor:{self.key}")
+
+    @property
+    def task(self) -> asyncio.Task[None] | None:
+        """The run loop task, owned by this actor."""
+        return self._task
+
+    def tell(self, message: Any) -> None:
+        """Enqueue a message without waiting."""
+        if self.stopped:
+            raise ActorDeadError(f"actor {self.key} has stopped")
+        self._mailbox.append(message)
+        _wake(self._waiter)
+
+    def pending(self) -> list[Any]:
+        """Messages not yet taken (used to hand them to the next incarnation)."""
+        return list(self._mailbox)
+
+    async def receive(self, timeout: float | None) -> Any | None:
+        """Inside `handle`: take the next message, waiting up to `timeout` seconds; None on timeout."""
+        if not self._mailbox:
+            await self._wait(timeout)
+        return self._mailbox.popleft() if self._mailbox else None
+
+    def peek_all(self) -> list[Any]:
+        """Inside `handle`: take every message already queued, without waiting."""
+        items = list(self._mailbox)
+        self._mailbox.clear()
+        return items
+
+    def push_front(self, messages: list[Any]) -> None:
+        """Inside `handle`: put messages back at the head of the mailbox, in their order."""
+        self._mailbox.extendleft(reversed(messages))
+
+    async def _wait(self, timeout: float | None) -> None:
+        loop = asyncio.get_running_loop()
+        waiter: asyncio.Future[None] = loop.create_future()
+        self._waiter = waiter
+        handle = loop.call_later(timeout, _wake, waiter) if timeout is not None else None
+        try:
+            await waiter
+        finally:
+            if handle is not None:
+                handle.cancel()
+            self._waiter = None
+
+    async def _run(self) -> None:
+        try:
+            while True:
+                if not self._mailbox:
+                    await self._wait(self.idle_seconds)
+                    if not self._mailbox:
+                        break  # idle: passivate
+                message = self._mailbox.popleft()
+                if isinstance(message, Stop):
+                    break
+                try:
+                    await self.handle(message)
+                except asyncio.CancelledError:
+                    raise
+                except Exception:
+                    # handle() supervises its own turns; reaching here is a bug, never a reason to die.
+                    log.exception("actor_message_crashed", actor=str(self.key))
+        finally:
+            # No await between the last mailbox check and this: a tell cannot slip in unseen.
+            self.stopped = True
+            self._on_exit(self)
+
+    async def handle(self, message: Any) -> None:
+        """Handle one message. Subclasses override this."""
+        raise NotImplementedError
+
+    async def stop(self, timeout: float) -> None:
+        """Enqueue Stop behind pending work, wait up to `timeout`, then cancel."""
+        if self._task is None or self._task.done():
+            return
+        if not self.stopped:
+            self._mailbox.append(Stop())
+            _wake(self._waiter)
+        try:
+            await asyncio.wait_for(asyncio.shield(self._task), timeout)
+        except TimeoutError:
+            self._task.cancel()
+            with suppress(asyncio.CancelledError):
+                await self._task

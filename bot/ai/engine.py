@@ -1,0 +1,308 @@
+"""The Responses API loop: one customer turn in, one reply text out, tools called along the way."""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import random
+import re
+import time
+from collections.abc import Awaitable, Callable, Sequence
+from dataclasses import dataclass, field
+from typing import Any, Protocol
+
+import httpx2
+import openai
+import orjson
+import structlog
+
+from bot.ai.instructions import render_instructions, with_context
+from bot.ai.privacy import Redactor, redact_deep
+
+log = structlog.get_logger("bot.ai")
+
+# OpenAI keeps stored responses for 30 days; an older chain head is dead, so don't even try it.
+CHAIN_MAX_AGE_SECONDS = 29.5 * 24 * 3600
+_CITATION = re.compile(r"\s?【[^】]*】|\s?\[\d+:\d+†[^\]]*\]")
+
+
+@dataclass(frozen=True, slots=True)
+class AISettings:
+    """What one turn runs with; stored settings may replace the env values between turns."""
+
+    api_key: str
+    base_url: str | None
+    model: str
+    instructions: str
+    client_name: str
+    extra_tools: tuple[dict[str, Any], ...] = ()
+
+
+@dataclass(frozen=True, slots=True)
+class Session:
+    """What the AI knows of a conversation: never a phone number."""
+
+    session_id: str
+    previous_response_id: str | None
+    previous_response_at: float | None
+    language: str | None
+
+
+@dataclass(frozen=True, slots=True)
+class TurnResult:
+    """The reply text (possibly empty) and the response id that closes the turn."""
+
+    text: str
+    response_id: str | None
+    new_chain: bool
+    tool_calls: list[str] = field(default_factory=list)
+
+
+class ToolRunner(Protocol):
+    """What the engine needs from the tool registry."""
+
+    def specs(self) -> list[dict[str, Any]]:
+        """Function tool definitions for the Responses API."""
+        ...
+
+    async def call(self, name: str, arguments: str, context: Any) -> str:
+        """Run one tool; returns the output string (errors become readable text, never exceptions)."""
+        ...
+
+
+class AIError(Exception):
+    """A model call failed. `retryable` says whether waiting can help; `kind` names it for the errors table."""
+
+    def __init__(self, message: str, *, kind: str, retryable: bool, retry_after: float | None = None) -> None:
+        super().__init__(message)
+        self.kind = kind
+        self.retryable = retryable
+        self.retry_after = retry_after
+
+
+def safety_identifier(session_id: str) -> str:
+    """A stable hash of the session id (never the phone) for OpenAI's abuse monitoring."""
+    return hashlib.sha256(session_id.encode()).hexdigest()[:32]
+
+
+def strip_citations(text: str) -> str:
+    """Remove file_search citation markers, which mean nothing on WhatsApp."""
+    return _CITATION.sub("", text)
+
+
+def _retry_after(exc: openai.APIStatusError) -> float | None:
+    headers = exc.response.headers
+    for name, scale in (("retry-after-ms", 0.001), ("retry-after", 1.0)):
+        raw = headers.get(name)
+        if raw:
+            try:
+                return min(120.0, float(raw) * scale)
+            except ValueError:
+                continue
+    return None
+
+
+def classify(exc: Exception) -> AIError:
+    """Map SDK exceptions to retryable or final errors with a reason a shop owner can act on."""
+    if isinstance(exc, AIError):
+        return exc
+    if isinstance(exc, openai.APITimeoutError):
+        return AIError("OpenAI did not answer in time", kind="openai_timeout", retryable=True)
+    if isinstance(exc, openai.APIConnectionError):
+        return AIError("could not connect to OpenAI", kind="openai_connection", retryable=True)
+    if isinstance(exc, openai.APIStatusError):
+        code = exc.code or ""
+        status = exc.status_code
+        if status == 429 and code == "insufficient_quota":
+            return AIError("the OpenAI account has no quota left: add credit or change the key",
+                           kind="openai_quota", retryable=False)
+        if status == 429:
+            return AIError("OpenAI rate limit reached", kind="openai_rate_limit", retryable=True,
+                           retry_after=_retry_after(exc))
+        if status >= 500 or status in (408, 409):
+            return AIError(f"OpenAI server error (HTTP {status})", kind="openai_server_error", retryable=True,
+                           retry_after=_retry_after(exc))
+        if status == 401:
+            return AIError("OpenAI rejected the API key: check it on the settings page",
+                           kind="openai_auth", retryable=False)
+        if status == 403:
+            return AIError("the OpenAI key may not use this model or endpoint", kind="openai_forbidden",
+                           retryable=False)
+        if status == 404:
+            return AIError("OpenAI does not know this model or endpoint: check the model name",
+                           kind="openai_not_found", retryable=False)
+        return AIError(f"OpenAI refused the request (HTTP {status}, {code or 'no code'}): {exc.message}",
+                       kind="openai_bad_request", retryable=False)
+    return AIError(f"unexpected error calling OpenAI: {type(exc).__name__}: {exc}", kind="openai_unexpected",
+                   retryable=False)
+
+
+def _is_chain_lost(exc: Exception) -> bool:
+    return isinstance(exc, openai.BadRequestError) and (
+        exc.code == "previous_response_not_found" or "previous_response" in str(exc.param or "")
+    )
+
+
+class Engine:
+    """Runs turns against the Responses API. Sees session ids and texts, never phone numbers."""
+
+    def __init__(
+        self,
+        *,
+        tools: ToolRunner,
+        max_concurrent: int,
+        max_attempts: int,
+        retry_base_seconds: float,
+        retry_max_seconds: float,
+        timeout_seconds: float,
+        max_tool_rounds: int,
+        sleep: Callable[[float], Awaitable[None]] = asyncio.sleep,
+    ) -> None:
+        self.tools = tools
+        self._semaphore = asyncio.Semaphore(max_concurrent)
+        self._max_attempts = max_attempts
+        self._retry_base = retry_base_seconds
+        self._retry_max = retry_max_seconds
+        self._timeout = timeout_seconds
+        self._max_rounds = max_tool_rounds
+        self._sleep = sleep
+        self._clients: dict[tuple[str, str | None], openai.AsyncOpenAI] = {}
+        self.in_flight = 0
+
+    def client(self, settings: AISettings) -> openai.AsyncOpenAI:
+        """One SDK client per (key, base URL); retries are ours, so the SDK's are off."""
+        key = (settings.api_key, settings.base_url)
+        client = self._clients.get(key)
+        if client is None:
+            client = openai.AsyncOpenAI(
+                api_key=settings.api_key or "missing-key",
+                base_url=settings.base_url,
+                max_retries=0,
+                timeout=httpx2.Timeout(self._timeout, connect=10.0),
+            )
+            self._clients[key] = client
+        return client
+
+    async def close(self) -> None:
+        """Close every SDK client."""
+        clients, self._clients = list(self._clients.values()), {}
+        for client in clients:
+            await client.close()
+
+    async def _create(self, settings: AISettings, **params: Any) -> Any:
+        """One responses.create with backoff on transient errors; chain loss is raised untouched."""
+        client = self.client(settings)
+        attempt = 0
+        while True:
+            attempt += 1
+            try:
+                async with self._semaphore:
+                    self.in_flight += 1
+                    try:
+                        return await client.responses.create(**params)
+                    finally:
+                        self.in_flight -= 1
+            except Exception as exc:
+                if _is_chain_lost(exc):
+                    raise
+                error = classify(exc)
+                if not error.retryable or attempt >= self._max_attempts:
+                    if error.retryable:
+                        error = AIError(f"{error} (gave up after {attempt} tries)", kind=error.kind,
+                                        retryable=False)
+                    raise error from exc
+                delay = min(self._retry_max, self._retry_base * 2 ** (attempt - 1))
+                delay = delay * (0.75 + random.random() / 2)
+                if error.retry_after is not None:
+                    delay = max(delay, error.retry_after)
+                log.warning("model_call_retried", attempt=attempt, delay=round(delay, 2), error=str(error))
+                await self._sleep(delay)
+
+    async def respond(
+        self,
+        session: Session,
+        input_items: Sequence[dict[str, Any]],
+        *,
+        settings: AISettings,
+        redact: Redactor,
+        tool_context: Any,
+        context_lines: list[str] | None = None,
+        history: Callable[[], Awaitable[list[dict[str, Any]]]] | None = None,
+    ) -> TurnResult:
+        """Run one turn: the customer's items in, the model's final text out, tools in between."""
+        instructions = redact(
+            with_context(render_instructions(settings.instructions, settings.client_name),
+                         language=session.language, extra=context_lines)
+        )
+        tools = [*self.tools.specs(), *settings.extra_tools]
+        base: dict[str, Any] = {
+            "model": settings.model,
+            "instructions": instructions,
+            "safety_identifier": safety_identifier(session.session_id),
+            "prompt_cache_key": safety_identifier(session.session_id),
+            "truncation": "auto",
+            "store": True,
+        }
+        if tools:
+            base["tools"] = tools
+            base["parallel_tool_calls"] = True
+        items = redact_deep(list(input_items), redact)
+        previous = session.previous_response_id
+        age = time.time() - (session.previous_response_at or time.time())
+        if previous and age > CHAIN_MAX_AGE_SECONDS:
+            previous = None
+        new_chain = previous is None
+        try:
+            response = await self._create(settings, **base, input=items, previous_response_id=previous)
+        except openai.BadRequestError:
+            # The stored chain is gone (expired or deleted): start again, with recent history if any.
+            log.info("chain_restarted", reason="previous_response_not_found")
+            new_chain = True
+            earlier = redact_deep(await history(), redact) if history else []
+            try:
+                response = await self._create(settings, **base, input=[*earlier, *items])
+            except openai.BadRequestError as exc:
+                raise classify(exc) from exc
+        called: list[str] = []
+        for _round in range(self._max_rounds + 1):
+            calls = [item for item in response.output if getattr(item, "type", None) == "function_call"]
+            if not calls:
+                break
+            called.extend(call.name for call in calls)
+            last_round = _round >= self._max_rounds
+            if last_round:
+                outputs = ["Tool call limit reached for this turn: answer the customer with what you know."
+                           for _ in calls]
+            else:
+                outputs = await asyncio.gather(
+                    *(self.tools.call(call.name, call.arguments, tool_context) for call in calls)
+                )
+            follow_up = [
+                {"type": "function_call_output", "call_id": call.call_id, "output": redact(str(output))}
+                for call, output in zip(calls, outputs, strict=True)
+            ]
+            params = dict(base)
+            if last_round:
+                params["tool_choice"] = "none"
+            try:
+                response = await self._create(settings, **params, input=follow_up, previous_response_id=response.id)
+            except openai.BadRequestError as exc:
+                raise classify(exc) from exc
+        if getattr(response, "status", "completed") == "failed":
+            err = getattr(response, "error", None)
+            raise AIError(f"the model failed: {getattr(err, 'message', 'no reason given')}",
+                          kind="openai_response_failed", retryable=False)
+        text = strip_citations(response.output_text or "").strip()
+        return TurnResult(text=text, response_id=response.id, new_chain=new_chain, tool_calls=called)
+
+
+class NoTools:
+    """A tool runner with no tools (used until the registry is wired, and in some tests)."""
+
+    def specs(self) -> list[dict[str, Any]]:
+        """No tools."""
+        return []
+
+    async def call(self, name: str, arguments: str, context: Any) -> str:
+        """Every call is unknown."""
+        return orjson.dumps({"error": f"unknown tool {name}"}).decode()

@@ -1,0 +1,65 @@
+"""Command line: serve (default) and the maintenance commands."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import signal
+import sys
+from collections.abc import Sequence
+
+import structlog
+from aiohttp import web
+
+from bot.app import build_app
+from bot.config import Config, ConfigError
+from bot.logs import configure_logging
+
+log = structlog.get_logger("bot")
+
+
+def _parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="run.py", description="WhatsApp AI assistant server")
+    parser.add_argument("--host", help="address to listen on (BOT_HOST, default 127.0.0.1)")
+    parser.add_argument("--port", type=int, help="port to listen on (BOT_PORT, default 8080)")
+    parser.add_argument("--data-dir", help="where bot.db and secrets live (BOT_DATA_DIR, default ./data)")
+    return parser
+
+
+async def serve(config: Config) -> None:
+    """Run until SIGTERM or SIGINT, then stop gracefully."""
+    app = build_app(config)
+    runner = web.AppRunner(app, handle_signals=False, access_log=None)
+    await runner.setup()
+    site = web.TCPSite(runner, config.host, config.port)
+    await site.start()
+    log.info("listening", url=f"http://{config.host}:{config.port}", data_dir=str(config.data_dir))
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(sig, stop.set)
+    try:
+        await stop.wait()
+        log.info("stopping")
+    finally:
+        # Cleanup runs the cleanup_ctx teardowns in reverse: actors first, database last.
+        await runner.cleanup()
+        log.info("stopped")
+
+
+def main(argv: Sequence[str]) -> int:
+    """Entry point for run.py."""
+    args = _parser().parse_args(list(argv))
+    configure_logging()
+    try:
+        config = Config.from_env(host=args.host, port=args.port, data_dir=args.data_dir)
+    except ConfigError as exc:
+        print(f"configuration error: {exc}", file=sys.stderr)
+        return 2
+    try:
+        import uvloop
+    except ImportError:  # pragma: no cover - uvloop is a dependency, but keep Windows usable
+        asyncio.run(serve(config))
+    else:
+        uvloop.run(serve(config))
+    return 0

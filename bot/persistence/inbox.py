@@ -1,0 +1,145 @@
+"""The durable inbox (one row per customer message, unique on wamid) and the errors table."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+import orjson
+
+from bot.persistence.db import Database, Row
+from bot.whatsapp.events import InboundMessage
+
+
+@dataclass(frozen=True, slots=True)
+class InboxRow:
+    """A stored customer message."""
+
+    id: int
+    wamid: str
+    phone_number_id: str
+    customer_id: str
+    wa_id: str | None
+    user_id: str | None
+    profile_name: str | None
+    type: str
+    text: str | None
+    payload: str
+    status: str
+    attempts: int
+    received_at: float
+
+    @classmethod
+    def from_row(cls, row: Row) -> InboxRow:
+        """Build from a `SELECT *` row."""
+        return cls(
+            id=row["id"],
+            wamid=row["wamid"],
+            phone_number_id=row["phone_number_id"],
+            customer_id=row["customer_id"],
+            wa_id=row["wa_id"],
+            user_id=row["user_id"],
+            profile_name=row["profile_name"],
+            type=row["type"],
+            text=row["text"],
+            payload=row["payload"],
+            status=row["status"],
+            attempts=row["attempts"],
+            received_at=row["received_at"],
+        )
+
+
+class InboxRepo:
+    """Inbox rows move pending → done | ignored | failed; nothing is ever deleted by the pipeline."""
+
+    def __init__(self, db: Database) -> None:
+        self.db = db
+
+    async def add(
+        self, messages: Sequence[InboundMessage], *, status: str = "pending"
+    ) -> list[tuple[int, InboundMessage]]:
+        """Store messages in one transaction; returns (id, message) for new rows (repeats are skipped)."""
+        now = time.time()
+        new_rows: list[tuple[int, InboundMessage]] = []
+        async with self.db.transaction() as conn:
+            for msg in messages:
+                cur = await conn.execute(
+                    "INSERT OR IGNORE INTO inbox (wamid, phone_number_id, customer_id, wa_id, user_id, "
+                    "profile_name, type, text, payload, sent_at, received_at, status) "
+                    "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                    (
+                        msg.wamid, msg.phone_number_id, msg.customer_id, msg.wa_id, msg.user_id,
+                        msg.profile_name, msg.type, msg.text, orjson.dumps(msg.payload).decode(),
+                        msg.timestamp, now, status,
+                    ),
+                )
+                if cur.rowcount and cur.lastrowid is not None:
+                    new_rows.append((cur.lastrowid, msg))
+                await cur.close()
+        return new_rows
+
+    async def get_many(self, ids: Sequence[int]) -> list[InboxRow]:
+        """Rows by id, in arrival order."""
+        if not ids:
+            return []
+        marks = ",".join("?" * len(ids))
+        rows = await self.db.fetchall(f"SELECT * FROM inbox WHERE id IN ({marks}) ORDER BY id", tuple(ids))
+        return [InboxRow.from_row(r) for r in rows]
+
+    async def pending(self) -> list[InboxRow]:
+        """Every row still waiting for a turn, oldest first."""
+        rows = await self.db.fetchall("SELECT * FROM inbox WHERE status = 'pending' ORDER BY id")
+        return [InboxRow.from_row(r) for r in rows]
+
+    async def pending_count(self) -> int:
+        """How many rows wait for a turn."""
+        return int(await self.db.scalar("SELECT COUNT(*) FROM inbox WHERE status = 'pending'") or 0)
+
+    async def set_status(self, ids: Sequence[int], status: str, *, error: str | None = None) -> None:
+        """Close rows: 'done' (answered), 'ignored' (no reply by rule) or 'failed' (with the reason)."""
+        if not ids:
+            return
+        now = time.time()
+        await self.db.executemany(
+            "UPDATE inbox SET status = ?, last_error = COALESCE(?, last_error), handled_at = ? "
+            "WHERE id = ? AND status = 'pending'",
+            [(status, error, now, i) for i in ids],
+        )
+
+    async def record_attempt(self, ids: Sequence[int], error: str) -> None:
+        """Count one failed try of these rows, keeping the reason."""
+        await self.db.executemany(
+            "UPDATE inbox SET attempts = attempts + 1, last_error = ? WHERE id = ?", [(error, i) for i in ids]
+        )
+
+    async def since(self, phone_number_id: str, customer_id: str, since: float) -> list[InboxRow]:
+        """The customer's messages received since a time (for resuming after a pause)."""
+        rows = await self.db.fetchall(
+            "SELECT * FROM inbox WHERE phone_number_id = ? AND customer_id = ? AND received_at >= ? ORDER BY id",
+            (phone_number_id, customer_id, since),
+        )
+        return [InboxRow.from_row(r) for r in rows]
+
+
+class ErrorRepo:
+    """Errors a person should see on the diagnostics page, by type."""
+
+    def __init__(self, db: Database) -> None:
+        self.db = db
+
+    async def record(self, type_: str, message: str, *, session_id: str | None = None) -> None:
+        """Keep one error occurrence."""
+        await self.db.execute(
+            "INSERT INTO errors (type, message, session_id, created_at) VALUES (?, ?, ?, ?)",
+            (type_, message[:2000], session_id, time.time()),
+        )
+
+    async def recent(self, window_seconds: float = 7200) -> list[dict[str, object]]:
+        """Errors of the last window, grouped by type and message, newest first."""
+        rows = await self.db.fetchall(
+            "SELECT type, message, COUNT(*) AS count, MAX(created_at) AS last_at FROM errors "
+            "WHERE created_at >= ? GROUP BY type, message ORDER BY last_at DESC LIMIT 50",
+            (time.time() - window_seconds,),
+        )
+        return [dict(r) for r in rows]

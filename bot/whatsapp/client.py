@@ -1,0 +1,210 @@
+"""Graph API client: text, reactions, mark-as-read with typing, media download; per-number rate limit."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from dataclasses import dataclass
+from typing import Any
+
+import aiohttp
+import orjson
+
+# Codes that will not clear by retrying: outside the 24 h window, undeliverable, bad recipient, etc.
+FINAL_CODES = {131047, 131026, 131051, 131052, 131053, 131008, 131009, 131030, 100, 190, 10, 200, 133010}
+# Throughput, spam-rate and pair-rate limits and Meta's own hiccups clear with time.
+RETRYABLE_CODES = {130429, 131056, 131048, 131000, 131016, 2, 4, 80007, 133004}
+
+
+class GraphError(Exception):
+    """A send failed. `retryable` tells the caller whether trying again later can help."""
+
+    def __init__(self, message: str, *, code: int | None, http_status: int | None, retryable: bool,
+                 retry_after: float | None = None) -> None:
+        super().__init__(message)
+        self.code = code
+        self.http_status = http_status
+        self.retryable = retryable
+        self.retry_after = retry_after
+
+    @property
+    def reason(self) -> str:
+        """A one-line reason with the code, for the outbox row and diagnostics."""
+        prefix = f"Graph error {self.code}: " if self.code is not None else ""
+        return prefix + str(self)
+
+
+@dataclass(frozen=True, slots=True)
+class Recipient:
+    """Who a message goes to: a phone (`to`) or, for username users, a BSUID (`recipient`)."""
+
+    wa_id: str | None
+    user_id: str | None
+
+    def fields(self) -> dict[str, str]:
+        """The addressing fields of a send body."""
+        if self.wa_id:
+            return {"to": self.wa_id}
+        if self.user_id:
+            return {"recipient": self.user_id}
+        raise ValueError("a recipient needs a phone number or a business-scoped user id")
+
+
+class TokenBucket:
+    """A token bucket: `rate` sends per second with bursts of the same size."""
+
+    def __init__(self, rate: float) -> None:
+        self.rate = rate
+        self.capacity = max(1.0, rate)
+        self.tokens = self.capacity
+        self.updated = time.monotonic()
+
+    async def take(self) -> None:
+        """Wait until a token is free. Each caller reserves its token before sleeping, so order holds."""
+        now = time.monotonic()
+        self.tokens = min(self.capacity, self.tokens + (now - self.updated) * self.rate)
+        self.updated = now
+        self.tokens -= 1
+        if self.tokens < 0:
+            await asyncio.sleep(-self.tokens / self.rate)
+
+
+def classify(status: int, body: Any, retry_after: str | None) -> GraphError:
+    """Turn a Graph error response into a GraphError by its error.code (the HTTP status is unreliable)."""
+    err = body.get("error") if isinstance(body, dict) else None
+    err = err if isinstance(err, dict) else {}
+    code = err.get("code") if isinstance(err.get("code"), int) else None
+    details = err.get("error_data", {}).get("details") if isinstance(err.get("error_data"), dict) else None
+    message = str(details or err.get("message") or f"HTTP {status}")
+    if code in FINAL_CODES:
+        retryable = False
+    elif code in RETRYABLE_CODES or status >= 500 or status == 429:
+        retryable = True
+    else:
+        retryable = False
+    delay: float | None = None
+    if retry_after:
+        try:
+            delay = float(retry_after)
+        except ValueError:
+            delay = None
+    return GraphError(message, code=code, http_status=status, retryable=retryable, retry_after=delay)
+
+
+class WhatsAppClient:
+    """Posts to {api_base}/{phone_number_id}/messages with the bearer token."""
+
+    def __init__(self, *, session: aiohttp.ClientSession, api_base: str, access_token: str,
+                 send_rate: float, timeout: float) -> None:
+        self._session = session
+        self._api_base = api_base.rstrip("/")
+        self._token = access_token
+        self._send_rate = send_rate
+        self._timeout = aiohttp.ClientTimeout(total=timeout)
+        self._buckets: dict[str, TokenBucket] = {}
+
+    @property
+    def configured(self) -> bool:
+        """Whether an access token is set at all."""
+        return bool(self._token)
+
+    def _headers(self) -> dict[str, str]:
+        return {"Authorization": f"Bearer {self._token}", "Content-Type": "application/json"}
+
+    async def _post(self, phone_number_id: str, body: dict[str, Any], *, rate_limited: bool = True) -> Any:
+        if rate_limited:
+            bucket = self._buckets.get(phone_number_id)
+            if bucket is None:
+                bucket = self._buckets[phone_number_id] = TokenBucket(self._send_rate)
+            await bucket.take()
+        url = f"{self._api_base}/{phone_number_id}/messages"
+        try:
+            async with self._session.post(
+                url, data=orjson.dumps(body), headers=self._headers(), timeout=self._timeout
+            ) as resp:
+                raw = await resp.read()
+                try:
+                    data = orjson.loads(raw) if raw else {}
+                except orjson.JSONDecodeError:
+                    data = {}
+                if resp.status >= 400 or (isinstance(data, dict) and "error" in data):
+                    raise classify(resp.status, data, resp.headers.get("Retry-After"))
+                return data
+        except (TimeoutError, aiohttp.ClientError) as exc:
+            raise GraphError(
+                f"could not reach the Graph API ({type(exc).__name__})", code=None, http_status=None, retryable=True
+            ) from exc
+
+    async def send_text(self, phone_number_id: str, to: Recipient, text: str) -> str:
+        """Send one text message (≤ 4096 characters); returns the new wamid."""
+        body = {
+            "messaging_product": "whatsapp",
+            "recipient_type": "individual",
+            **to.fields(),
+            "type": "text",
+            "text": {"preview_url": False, "body": text},
+        }
+        data = await self._post(phone_number_id, body)
+        try:
+            return str(data["messages"][0]["id"])
+        except (KeyError, IndexError, TypeError):
+            raise GraphError("the Graph API answered without a message id", code=None, http_status=200,
+                             retryable=False) from None
+
+    async def send_reaction(self, phone_number_id: str, to: Recipient, message_id: str, emoji: str) -> None:
+        """React to a customer's message; an empty emoji removes the reaction."""
+        body = {
+            "messaging_product": "whatsapp",
+            "recipient_type": "individual",
+            **to.fields(),
+            "type": "reaction",
+            "reaction": {"message_id": message_id, "emoji": emoji},
+        }
+        await self._post(phone_number_id, body)
+
+    async def mark_read(self, phone_number_id: str, message_id: str, *, typing: bool = True) -> None:
+        """Mark a customer's message as read, showing the typing indicator until the reply."""
+        body: dict[str, Any] = {"messaging_product": "whatsapp", "status": "read", "message_id": message_id}
+        if typing:
+            body["typing_indicator"] = {"type": "text"}
+        await self._post(phone_number_id, body, rate_limited=False)
+
+    async def media_url(self, media_id: str) -> dict[str, Any]:
+        """Look up a media id: {url, mime_type, file_size, ...}."""
+        try:
+            async with self._session.get(
+                f"{self._api_base}/{media_id}", headers=self._headers(), timeout=self._timeout
+            ) as resp:
+                data = orjson.loads(await resp.read() or b"{}")
+                if resp.status >= 400:
+                    raise classify(resp.status, data, resp.headers.get("Retry-After"))
+                if not isinstance(data, dict) or "url" not in data:
+                    raise GraphError("media lookup answered without a url", code=None, http_status=resp.status,
+                                     retryable=False)
+                return data
+        except (TimeoutError, aiohttp.ClientError, orjson.JSONDecodeError) as exc:
+            raise GraphError(f"media lookup failed ({type(exc).__name__})", code=None, http_status=None,
+                             retryable=True) from exc
+
+    async def download(self, url: str, *, max_bytes: int) -> bytes:
+        """Download media with the bearer token, refusing anything larger than max_bytes."""
+        try:
+            async with self._session.get(url, headers=self._headers(), timeout=self._timeout) as resp:
+                if resp.status >= 400:
+                    raise GraphError(f"media download answered HTTP {resp.status}", code=None,
+                                     http_status=resp.status, retryable=resp.status >= 500)
+                if resp.content_length is not None and resp.content_length > max_bytes:
+                    raise GraphError(f"media is larger than {max_bytes // 1_000_000} MB", code=None,
+                                     http_status=resp.status, retryable=False)
+                chunks: list[bytes] = []
+                size = 0
+                async for chunk in resp.content.iter_chunked(65536):
+                    size += len(chunk)
+                    if size > max_bytes:
+                        raise GraphError(f"media is larger than {max_bytes // 1_000_000} MB", code=None,
+                                         http_status=resp.status, retryable=False)
+                    chunks.append(chunk)
+                return b"".join(chunks)
+        except (TimeoutError, aiohttp.ClientError) as exc:
+            raise GraphError(f"media download failed ({type(exc).__name__})", code=None, http_status=None,
+                             retryable=True) from exc
