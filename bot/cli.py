@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import importlib
 import signal
 import sys
 from collections.abc import Sequence
@@ -12,6 +13,7 @@ import structlog
 from aiohttp import web
 
 from bot.app import build_app
+from bot.commands import COMMANDS
 from bot.config import Config, ConfigError
 from bot.logs import configure_logging
 
@@ -19,7 +21,12 @@ log = structlog.get_logger("bot")
 
 
 def _parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="run.py", description="WhatsApp AI assistant server")
+    commands = ", ".join(COMMANDS)
+    parser = argparse.ArgumentParser(
+        prog="run.py",
+        description="WhatsApp AI assistant server. With no command it serves; "
+        f"other commands: {commands} (run.py COMMAND --help).",
+    )
     parser.add_argument("--host", help="address to listen on (BOT_HOST, default 127.0.0.1)")
     parser.add_argument("--port", type=int, help="port to listen on (BOT_PORT, default 8080)")
     parser.add_argument("--data-dir", help="where bot.db and secrets live (BOT_DATA_DIR, default ./data)")
@@ -47,10 +54,36 @@ async def serve(config: Config) -> None:
         log.info("stopped")
 
 
+def _run_command(name: str, argv: list[str], data_dir: str | None) -> int:
+    module = importlib.import_module(COMMANDS[name])
+    try:
+        config = Config.from_env(data_dir=data_dir)
+    except ConfigError as exc:
+        print(f"configuration error: {exc}", file=sys.stderr)
+        return 2
+    result: int = asyncio.run(module.run(config, argv))
+    return result
+
+
 def main(argv: Sequence[str]) -> int:
     """Entry point for run.py."""
-    args = _parser().parse_args(list(argv))
+    argv = list(argv)
     configure_logging()
+    # `--data-dir D` may come before the command name; pull it out so every command honours it.
+    data_dir: str | None = None
+    if len(argv) >= 2 and argv[0] == "--data-dir":
+        data_dir, argv = argv[1], argv[2:]
+    if argv and argv[0] in COMMANDS:
+        rest = argv[1:]
+        if "--data-dir" in rest:
+            i = rest.index("--data-dir")
+            if i + 1 < len(rest):
+                data_dir = rest[i + 1]
+                rest = rest[:i] + rest[i + 2 :]
+        return _run_command(argv[0], rest, data_dir)
+    if data_dir is not None:
+        argv = ["--data-dir", data_dir, *argv]
+    args = _parser().parse_args(argv)
     try:
         config = Config.from_env(host=args.host, port=args.port, data_dir=args.data_dir)
     except ConfigError as exc:
