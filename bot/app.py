@@ -13,15 +13,18 @@ from aiohttp import web
 from bot.actors.base import Actor
 from bot.actors.conversation import ConversationActor, ConversationDeps, ConversationKey, Flush, Inbound
 from bot.actors.ingest import Ingest
+from bot.actors.media import MediaReader
+from bot.actors.outbound import Outbound
 from bot.actors.registry import Registry
+from bot.actors.takeover import Takeover
 from bot.ai.engine import Engine, NoTools, ToolRunner
 from bot.config import Config
 from bot.persistence import Repositories
 from bot.persistence.conversations import Conversation
 from bot.persistence.db import Database
 from bot.settings import EnvSettings, SettingsSource
-from bot.web import webhooks
-from bot.web.keys import CONFIG, DATABASE, ENGINE, INGEST, REGISTRY, REPOS, STARTED_AT
+from bot.web import api, webhooks
+from bot.web.keys import CONFIG, DATABASE, ENGINE, INGEST, OUTBOUND, REGISTRY, REPOS, STARTED_AT, TAKEOVER
 from bot.whatsapp.client import WhatsAppClient
 
 log = structlog.get_logger("bot.app")
@@ -78,10 +81,28 @@ def build_app(
         async def tool_context(conv: Conversation, language: str | None) -> Any:
             return None
 
+        outbound = Outbound(
+            repos=repos,
+            sender=app[SENDER],
+            max_attempts=config.max_attempts,
+            retry_base_seconds=config.retry_base_seconds,
+            retry_max_seconds=config.retry_max_seconds,
+        )
+        takeover = Takeover(repos=repos, outbound=outbound, settings=settings_source)
+        app[OUTBOUND] = outbound
+        app[TAKEOVER] = takeover
+        engine = app[ENGINE]
+
+        async def transcribe(data: bytes, mime: str, filename: str) -> str:
+            current = await settings_source.current()
+            return await engine.transcribe(current.ai, data, mime, filename, config.transcription_model)
+
         deps = ConversationDeps(
             repos=repos,
-            engine=app[ENGINE],
-            sender=app[SENDER],
+            engine=engine,
+            outbound=outbound,
+            media=MediaReader(source=app[SENDER], transcribe=transcribe),
+            takeover=takeover,
             settings=settings_source,
             tool_context=tool_context,
             max_attempts=config.max_attempts,
@@ -95,7 +116,7 @@ def build_app(
 
         registry: Registry[ConversationKey] = Registry(factory)
         app[REGISTRY] = registry
-        app[INGEST] = Ingest(repos=repos, tell=registry.tell)
+        app[INGEST] = Ingest(repos=repos, tell=registry.tell, on_echoes=takeover.echoes)
         # Start-up replay: sends interrupted mid-flight are never repeated; queued sends go out;
         # pending customer messages are told again in arrival order.
         interrupted = await repos.outbox.interrupted_to_unknown()
@@ -110,4 +131,5 @@ def build_app(
 
     app.cleanup_ctx.extend([database_ctx, clients_ctx, actors_ctx])
     app.add_routes(webhooks.routes)
+    app.add_routes(api.routes)
     return app

@@ -7,18 +7,20 @@ import random
 import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
-from typing import Any, Protocol
+from typing import Any
 
 import structlog
 
 from bot.actors.base import Actor
+from bot.actors.media import MediaReader, Understood
+from bot.actors.outbound import Outbound
+from bot.actors.takeover import Takeover
 from bot.ai.engine import AIError, Engine, Session, TurnResult
 from bot.ai.language import detect_language
 from bot.ai.privacy import make_redactor, mask_phone
 from bot.persistence import Repositories
 from bot.persistence.conversations import Conversation
 from bot.persistence.inbox import InboxRow
-from bot.persistence.outbox import OutboxRow
 from bot.settings import RuntimeSettings, SettingsSource
 from bot.texts import text as fixed_text
 from bot.whatsapp.client import GraphError, Recipient
@@ -45,22 +47,6 @@ class Flush:
     """Send whatever this conversation has queued in the outbox."""
 
 
-class Sender(Protocol):
-    """The Graph API calls a conversation makes."""
-
-    async def send_text(self, phone_number_id: str, to: Recipient, text: str) -> str:
-        """Send a text; returns the wamid."""
-        ...
-
-    async def send_reaction(self, phone_number_id: str, to: Recipient, message_id: str, emoji: str) -> None:
-        """React to a message."""
-        ...
-
-    async def mark_read(self, phone_number_id: str, message_id: str, *, typing: bool = True) -> None:
-        """Mark read and show typing."""
-        ...
-
-
 ToolContextFactory = Callable[[Conversation, str | None], Awaitable[Any]]
 
 
@@ -70,7 +56,9 @@ class ConversationDeps:
 
     repos: Repositories
     engine: Engine
-    sender: Sender
+    outbound: Outbound
+    media: MediaReader
+    takeover: Takeover
     settings: SettingsSource
     tool_context: ToolContextFactory
     max_attempts: int
@@ -201,23 +189,72 @@ class ConversationActor(Actor[ConversationKey]):
         log.warning("turn_failed", reason=reason)
         await self._flush()
 
+    async def _pause_context(self, conv: Conversation, current: list[InboxRow]) -> list[str]:
+        """What customer and operator said while a person held the conversation (for the model)."""
+        if conv.paused_since is None:
+            return []
+        repos = self.deps.repos
+        current_ids = {r.id for r in current}
+        said: list[tuple[float, str]] = []
+        for row in await repos.inbox.since(conv.phone_number_id, conv.customer_id, conv.paused_since):
+            if row.id not in current_ids and row.text:
+                said.append((row.received_at, f"Customer: {row.text}"))
+        for out in await repos.outbox.for_conversation(conv.phone_number_id, conv.customer_id, conv.paused_since):
+            if out["author"] == "operator":
+                said.append((out["created_at"], f"Our colleague: {out['text']}"))
+        if not said:
+            return []
+        said.sort(key=lambda item: item[0])
+        lines = "\n".join(line for _, line in said[-30:])
+        return [
+            "A colleague of ours handled this chat for a while and has handed it back to you. "
+            "This is what was said meanwhile (do not repeat it, continue from there):\n" + lines
+        ]
+
+    def _asks_for_human(self, text: str, keywords: tuple[str, ...]) -> bool:
+        lowered = f" {text.lower()} "
+        return any(f" {k.lower()} " in lowered or f" {k.lower()}?" in lowered or f" {k.lower()}!" in lowered
+                   or f" {k.lower()}." in lowered or f" {k.lower()}," in lowered for k in keywords if k.strip())
+
     async def _answer(self, conv: Conversation, rows: list[InboxRow], settings: RuntimeSettings) -> str:
         repos = self.deps.repos
         recipient = Recipient(conv.wa_id, conv.user_id)
-        texts = [r.text for r in rows if r.text]
+        understood: list[tuple[InboxRow, Understood]] = []
+        for row in rows:
+            got = await self.deps.media.read(row)
+            if got.transcript:
+                await repos.inbox.set_text(row.id, got.transcript)
+            if got.problem:
+                await repos.errors.record(f"media_failed:{row.type}", got.problem, session_id=conv.session_id)
+            understood.append((row, got))
+        if all(u.no_reply for _, u in understood):
+            await repos.inbox.set_status([r.id for r in rows], "ignored", error="nothing to answer (reaction)")
+            return "no_reply"
+        texts = [u.text for _, u in understood if u.text]
         language = conv.language
-        detected = detect_language("\n".join(texts))
+        detected = detect_language("\n".join(u.text for r, u in understood if u.text and r.type != "location"))
         if detected and detected != language:
             language = detected
             await repos.conversations.set_language(conv.id, detected)
         if not texts:
-            # Nothing the model can read yet (media support comes with its own handler).
-            await self._commit_reply(conv, rows, [fixed_text("unsupported", language)], None, author="system")
-            return "unsupported"
+            # Nothing the model can read (unsupported type, failed download): a fixed, polite reply.
+            key = next((u.fixed_reply for _, u in understood if u.fixed_reply), "unsupported")
+            await self._commit_reply(conv, rows, [fixed_text(key, language)], None, author="system")
+            return key
+        if self._asks_for_human("\n".join(texts), settings.handoff_keywords):
+            await self.deps.takeover.hand_off(conv)
+            await self._commit_reply(conv, rows, [fixed_text("handoff", language)], None, author="system")
+            return "handoff"
+        if conv.paused:
+            # The cooldown ran out: the AI is back; say so in the database too.
+            await repos.conversations.resume(conv.id)
         await self._turn_started(conv, rows, settings, recipient)
         try:
-            unread = sorted({r.type for r in rows if not r.text})
-            context = [f"The customer also sent: {', '.join(unread)} (not readable here)."] if unread else []
+            context = await self._pause_context(conv, rows)
+            problems = [u.fixed_reply for _, u in understood if u.fixed_reply]
+            if problems:
+                context.append("Some of the customer's messages could not be read (unsupported or failed "
+                               "media): ask them kindly to write it in words if it matters.")
             session = Session(
                 session_id=conv.session_id,
                 previous_response_id=conv.last_response_id,
@@ -228,7 +265,7 @@ class ConversationActor(Actor[ConversationKey]):
             tool_ctx = await self.deps.tool_context(conv, language)
             result: TurnResult = await self.deps.engine.respond(
                 session,
-                [{"role": "user", "content": "\n".join(texts)}],
+                [_user_item(understood)],
                 settings=settings.ai,
                 redact=redact,
                 tool_context=tool_ctx,
@@ -236,12 +273,16 @@ class ConversationActor(Actor[ConversationKey]):
             )
             fresh = await repos.conversations.get(conv.phone_number_id, conv.customer_id)
             if fresh is not None and fresh.is_paused(time.time()):
-                # A human stepped in while the model was thinking: drop the draft and its response id.
+                # A human stepped in while the model was thinking (or a tool handed off): drop the
+                # draft and its response id; send only what the server itself queued (e.g. hand-off).
                 await repos.inbox.set_status([r.id for r in rows], "ignored", error="a person stepped in")
                 log.info("draft_dropped", reason="human_took_over")
+                await self.deps.outbound.flush(conv.phone_number_id, conv.customer_id)
                 return "dropped"
             reply = result.text or fixed_text("fallback", language)
             await self._commit_reply(conv, rows, split_text(reply), result.response_id, author="ai")
+            if conv.paused_since is not None:
+                await repos.conversations.clear_pause_marker(conv.id)
             return "answered"
         finally:
             await self._turn_ended(conv, rows, settings, recipient)
@@ -258,12 +299,14 @@ class ConversationActor(Actor[ConversationKey]):
             await repos.inbox.set_status([r.id for r in rows], "done")
             if conv.state != "active":
                 await repos.conversations.set_state(conv.id, "active")
-        await self._flush()
+        await self.deps.outbound.flush(conv.phone_number_id, conv.customer_id)
 
     async def _turn_started(self, conv: Conversation, rows: list[InboxRow], settings: RuntimeSettings,
                             recipient: Recipient) -> None:
         """Best effort: mark read with typing, and the optional reaction; failures never stop a turn."""
-        sender = self.deps.sender
+        if conv.is_test:
+            return
+        sender = self.deps.outbound.sender
         try:
             await sender.mark_read(conv.phone_number_id, rows[-1].wamid, typing=True)
             if settings.reaction:
@@ -273,50 +316,23 @@ class ConversationActor(Actor[ConversationKey]):
 
     async def _turn_ended(self, conv: Conversation, rows: list[InboxRow], settings: RuntimeSettings,
                           recipient: Recipient) -> None:
-        if not settings.reaction:
+        if not settings.reaction or conv.is_test:
             return
         try:
-            await self.deps.sender.send_reaction(conv.phone_number_id, recipient, rows[-1].wamid, "")
+            await self.deps.outbound.sender.send_reaction(conv.phone_number_id, recipient, rows[-1].wamid, "")
         except GraphError as exc:
             log.info("turn_signal_failed", error=exc.reason)
 
     async def _flush(self) -> None:
-        """Send queued outbox rows in order; transient errors back off, final ones are recorded."""
-        repos = self.deps.repos
-        phone_number_id, customer_id = self.key
-        queued = await repos.outbox.queued(phone_number_id, customer_id)
-        if not queued:
-            return
-        conv = await repos.conversations.get(phone_number_id, customer_id)
-        if conv is None:
-            return
-        for row in queued:
-            await self._send_one(conv, row)
+        await self.deps.outbound.flush(*self.key)
 
-    async def _send_one(self, conv: Conversation, row: OutboxRow) -> None:
-        repos = self.deps.repos
-        recipient = Recipient(conv.wa_id, conv.user_id)
-        attempt = row.attempts
-        while True:
-            attempt += 1
-            await repos.outbox.mark_sending(row.id)
-            try:
-                wamid = await self.deps.sender.send_text(conv.phone_number_id, recipient, row.text)
-            except GraphError as exc:
-                if not exc.retryable or attempt >= self.deps.max_attempts:
-                    await repos.outbox.mark_failed(row.id, exc.code, exc.reason)
-                    await repos.errors.record(f"send_failed:{exc.code or 'network'}", exc.reason,
-                                              session_id=conv.session_id)
-                    log.warning("reply_failed", code=exc.code, reason=exc.reason)
-                    return
-                await repos.outbox.requeue(row.id, exc.reason)
-                delay = min(self.deps.retry_max_seconds, self.deps.retry_base_seconds * 2 ** (attempt - 1))
-                if exc.retry_after:
-                    delay = max(delay, exc.retry_after)
-                log.info("reply_retried", attempt=attempt, delay=round(delay, 2), reason=exc.reason)
-                await asyncio.sleep(delay)
-                continue
-            await repos.outbox.mark_sent(row.id, wamid)
-            await repos.conversations.touch(conv.id, inbound=False, preview=row.text)
-            log.info("reply_sent", author=row.author, chars=len(row.text))
-            return
+
+def _user_item(understood: list[tuple[InboxRow, Understood]]) -> dict[str, Any]:
+    """One user message for the model: the texts in order, with any photos as image inputs."""
+    texts = [u.text for _, u in understood if u.text]
+    images = [u.image_data_url for _, u in understood if u.image_data_url]
+    if not images:
+        return {"role": "user", "content": "\n".join(texts)}
+    content: list[dict[str, Any]] = [{"type": "input_text", "text": "\n".join(texts)}]
+    content.extend({"type": "input_image", "image_url": url, "detail": "auto"} for url in images)
+    return {"role": "user", "content": content}

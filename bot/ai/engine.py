@@ -295,6 +295,16 @@ class Engine:
         text = strip_citations(response.output_text or "").strip()
         return TurnResult(text=text, response_id=response.id, new_chain=new_chain, tool_calls=called)
 
+    async def transcribe(self, settings: AISettings, data: bytes, mime: str, filename: str, model: str) -> str:
+        """Speech to text through OpenAI's transcription endpoint (voice notes are ogg/opus)."""
+        client = self.client(settings)
+        try:
+            async with self._semaphore:
+                result = await client.audio.transcriptions.create(model=model, file=(filename, data, mime))
+        except Exception as exc:
+            raise classify(exc) from exc
+        return str(getattr(result, "text", "") or "")
+
 
 class NoTools:
     """A tool runner with no tools (used until the registry is wired, and in some tests)."""

@@ -64,5 +64,7 @@ def redact_deep(value: Any, redact: Redactor) -> Any:
     if isinstance(value, list):
         return [redact_deep(v, redact) for v in value]
     if isinstance(value, dict):
-        return {k: redact_deep(v, redact) for k, v in value.items()}
+        # Image data URLs are base64: a digit run inside them is not a phone number, and masking it
+        # would corrupt the picture.
+        return {k: v if k == "image_url" else redact_deep(v, redact) for k, v in value.items()}
     return value

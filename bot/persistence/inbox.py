@@ -107,6 +107,10 @@ class InboxRepo:
             [(status, error, now, i) for i in ids],
         )
 
+    async def set_text(self, inbox_id: int, text: str) -> None:
+        """Keep what the server understood of a message (a voice note's transcript)."""
+        await self.db.execute("UPDATE inbox SET text = ? WHERE id = ?", (text, inbox_id))
+
     async def record_attempt(self, ids: Sequence[int], error: str) -> None:
         """Count one failed try of these rows, keeping the reason."""
         await self.db.executemany(

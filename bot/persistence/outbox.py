@@ -33,6 +33,7 @@ class OutboxRow:
     status: str
     wamid: str | None
     attempts: int
+    error_reason: str | None = None
 
     @classmethod
     def from_row(cls, row: Row) -> OutboxRow:
@@ -48,6 +49,7 @@ class OutboxRow:
             status=row["status"],
             wamid=row["wamid"],
             attempts=row["attempts"],
+            error_reason=row["error_reason"],
         )
 
 
@@ -81,6 +83,25 @@ class OutboxRepo:
                     ids.append(cur.lastrowid)
                 await cur.close()
         return ids
+
+    async def get(self, row_id: int) -> OutboxRow | None:
+        """One row by id."""
+        row = await self.db.fetchone("SELECT * FROM outbox WHERE id = ?", (row_id,))
+        return None if row is None else OutboxRow.from_row(row)
+
+    async def record_echo(self, phone_number_id: str, customer_id: str, *, wamid: str, kind: str,
+                          text: str) -> bool:
+        """Store a message a person sent from the WhatsApp Business app; False if already stored."""
+        now = time.time()
+        async with self.db.transaction() as conn:
+            cur = await conn.execute(
+                "INSERT OR IGNORE INTO outbox (phone_number_id, customer_id, author, kind, text, status, wamid, "
+                "created_at, updated_at) VALUES (?, ?, 'operator', ?, ?, 'sent', ?, ?, ?)",
+                (phone_number_id, customer_id, kind, text, wamid, now, now),
+            )
+            new = bool(cur.rowcount)
+            await cur.close()
+        return new
 
     async def queued(self, phone_number_id: str, customer_id: str) -> list[OutboxRow]:
         """Rows of one conversation not yet attempted, oldest first."""

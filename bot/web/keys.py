@@ -7,7 +7,9 @@ import time
 from aiohttp import web
 
 from bot.actors.ingest import Ingest
+from bot.actors.outbound import Outbound
 from bot.actors.registry import Registry
+from bot.actors.takeover import Takeover
 from bot.ai.engine import Engine
 from bot.config import Config
 from bot.persistence import Repositories
@@ -20,5 +22,9 @@ ENGINE = web.AppKey("engine", Engine)
 REGISTRY = web.AppKey("registry", Registry)
 INGEST = web.AppKey("ingest", Ingest)
 STARTED_AT = web.AppKey("started_at", float)
+OUTBOUND = web.AppKey("outbound", Outbound)
+TAKEOVER = web.AppKey("takeover", Takeover)
 
-__all__ = ["CONFIG", "DATABASE", "ENGINE", "INGEST", "REGISTRY", "REPOS", "STARTED_AT", "time"]
+__all__ = [
+    "CONFIG", "DATABASE", "ENGINE", "INGEST", "OUTBOUND", "REGISTRY", "REPOS", "STARTED_AT", "TAKEOVER", "time",
+]

@@ -1,0 +1,101 @@
+"""Sending outbox rows through the Graph API: at most once, with backoff on transient errors."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Callable
+from typing import Protocol
+
+import structlog
+
+from bot.persistence import Repositories
+from bot.persistence.conversations import Conversation
+from bot.persistence.outbox import OutboxRow
+from bot.whatsapp.client import GraphError, Recipient
+
+log = structlog.get_logger("bot.outbound")
+
+
+class Sender(Protocol):
+    """The Graph API calls the server makes."""
+
+    async def send_text(self, phone_number_id: str, to: Recipient, text: str) -> str:
+        """Send a text; returns the wamid."""
+        ...
+
+    async def send_reaction(self, phone_number_id: str, to: Recipient, message_id: str, emoji: str) -> None:
+        """React to a message (empty emoji removes it)."""
+        ...
+
+    async def mark_read(self, phone_number_id: str, message_id: str, *, typing: bool = True) -> None:
+        """Mark read and show typing."""
+        ...
+
+
+class Outbound:
+    """Sends queued outbox rows. Test-chat conversations never reach Graph: `local_delivery` takes them."""
+
+    def __init__(self, *, repos: Repositories, sender: Sender, max_attempts: int, retry_base_seconds: float,
+                 retry_max_seconds: float, on_sent: Callable[[OutboxRow, Conversation], None] | None = None,
+                 on_failed: Callable[[int | None], None] | None = None) -> None:
+        self.repos = repos
+        self.sender = sender
+        self._max_attempts = max_attempts
+        self._base = retry_base_seconds
+        self._max = retry_max_seconds
+        self._on_sent = on_sent
+        self._on_failed = on_failed
+
+    async def flush(self, phone_number_id: str, customer_id: str) -> None:
+        """Send every queued row of one conversation, oldest first."""
+        queued = await self.repos.outbox.queued(phone_number_id, customer_id)
+        if not queued:
+            return
+        conv = await self.repos.conversations.get(phone_number_id, customer_id)
+        if conv is None:
+            return
+        for row in queued:
+            await self.send(conv, row)
+
+    async def send(self, conv: Conversation, row: OutboxRow) -> bool:
+        """Send one row; True when Graph accepted it."""
+        repos = self.repos
+        if conv.is_test:
+            # Test chat: the reply is shown on the page and never leaves the server.
+            await repos.outbox.mark_sent(row.id, f"local.{row.id}")
+            await repos.conversations.touch(conv.id, inbound=False, preview=row.text)
+            self._sent(row, conv)
+            return True
+        recipient = Recipient(conv.wa_id, conv.user_id)
+        attempt = row.attempts
+        while True:
+            attempt += 1
+            await repos.outbox.mark_sending(row.id)
+            try:
+                wamid = await self.sender.send_text(conv.phone_number_id, recipient, row.text)
+            except GraphError as exc:
+                if not exc.retryable or attempt >= self._max_attempts:
+                    await repos.outbox.mark_failed(row.id, exc.code, exc.reason)
+                    await repos.errors.record(f"send_failed:{exc.code or 'network'}", exc.reason,
+                                              session_id=conv.session_id)
+                    log.warning("reply_failed", code=exc.code, reason=exc.reason, author=row.author)
+                    if self._on_failed is not None:
+                        self._on_failed(exc.code)
+                    return False
+                # Graph answered (or the network failed) without accepting it: safe to try again.
+                await repos.outbox.requeue(row.id, exc.reason)
+                delay = min(self._max, self._base * 2 ** (attempt - 1))
+                if exc.retry_after:
+                    delay = max(delay, min(exc.retry_after, 120.0))
+                log.info("reply_retried", attempt=attempt, delay=round(delay, 2), reason=exc.reason)
+                await asyncio.sleep(delay)
+                continue
+            await repos.outbox.mark_sent(row.id, wamid)
+            await repos.conversations.touch(conv.id, inbound=False, preview=row.text)
+            log.info("reply_sent", author=row.author, chars=len(row.text))
+            self._sent(row, conv)
+            return True
+
+    def _sent(self, row: OutboxRow, conv: Conversation) -> None:
+        if self._on_sent is not None:
+            self._on_sent(row, conv)

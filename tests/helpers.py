@@ -1,0 +1,48 @@
+"""Small helpers for tests: waiting on the real database instead of sleeping blindly."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import Awaitable, Callable
+from typing import Any
+
+from aiohttp.test_utils import TestClient
+
+from bot.persistence import Repositories
+from bot.web.keys import REPOS
+
+
+def repos_of(client: TestClient) -> Repositories:
+    """The repositories of the app under test."""
+    return client.app[REPOS]  # type: ignore[index]
+
+
+async def wait_until(check: Callable[[], Awaitable[Any]], *, timeout: float = 10.0, what: str = "condition") -> Any:
+    """Re-check an async condition until it is truthy; fail loudly with `what` on timeout."""
+    deadline = time.monotonic() + timeout
+    while True:
+        value = await check()
+        if value:
+            return value
+        if time.monotonic() > deadline:
+            raise AssertionError(f"timed out waiting for {what}")
+        await asyncio.sleep(0.02)
+
+
+async def inbox_statuses(client: TestClient) -> dict[str, str]:
+    """wamid → inbox status."""
+    rows = await repos_of(client).db.fetchall("SELECT wamid, status FROM inbox ORDER BY id")
+    return {r["wamid"]: r["status"] for r in rows}
+
+
+async def wait_handled(client: TestClient, count: int, *, timeout: float = 10.0) -> dict[str, str]:
+    """Wait until `count` inbox rows have left 'pending'."""
+
+    async def check() -> dict[str, str] | None:
+        statuses = await inbox_statuses(client)
+        done = [s for s in statuses.values() if s != "pending"]
+        return statuses if len(done) >= count else None
+
+    result: dict[str, str] = await wait_until(check, timeout=timeout, what=f"{count} handled inbox rows")
+    return result

@@ -1,0 +1,215 @@
+"""Unit-level checks of the pieces the pipeline is built from."""
+
+from __future__ import annotations
+
+import asyncio
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from bot.actors.base import Actor
+from bot.actors.registry import Registry
+from bot.ai.engine import strip_citations
+from bot.ai.instructions import render_instructions, with_context
+from bot.ai.privacy import PHONE_MASK, make_redactor, mask_phone, redact_deep
+from bot.config import Config, ConfigError
+from bot.persistence.db import Database
+from bot.whatsapp.client import TokenBucket, classify
+from bot.whatsapp.events import PayloadError, parse_webhook
+from bot.whatsapp.signature import expected_signature, signature_valid
+from bot.whatsapp.text import split_text
+from tests.fakes.meta import load_sample
+
+
+@pytest.mark.parametrize(
+    "text",
+    [
+        "chiamami al +39 333 000 0000",
+        "chiamami al 393330000000",
+        "chiamami al 0039 333 0000000",
+        "chiamami al 333-000-0000",
+        "chiamami al (333) 000 0000",
+        "chiamami al 333.000.0000",
+        "chiamami al +39-333-0000000.",
+    ],
+)
+def test_redactor_masks_every_common_format(text: str) -> None:
+    redact = make_redactor(["393330000000"])
+    out = redact(text)
+    assert PHONE_MASK in out
+    assert "0000" not in out
+
+
+def test_redactor_leaves_other_numbers_alone() -> None:
+    redact = make_redactor(["393330000000"])
+    text = "Ordine 12345, totale 39,90 €, codice 333000, altro numero +39 347 123 4567"
+    assert redact(text) == text
+
+
+def test_redact_deep_and_mask_phone() -> None:
+    redact = make_redactor(["+39 333 000 0000"])
+    value = {"a": ["tel 393330000000", 5, {"b": "3330000000"}]}
+    assert redact_deep(value, redact) == {"a": [f"tel {PHONE_MASK}", 5, {"b": PHONE_MASK}]}
+    assert mask_phone("393334567") == "+39***4567"
+    assert mask_phone("393330004567") == "+39******4567"
+
+
+def test_signature_check() -> None:
+    body = load_sample("text")
+    good = expected_signature(body, "s3cret")
+    assert signature_valid(body, good, "s3cret")
+    assert not signature_valid(body + b" ", good, "s3cret")
+    assert not signature_valid(body, good, "")
+    assert not signature_valid(body, None, "s3cret")
+    assert not signature_valid(body, good.removeprefix("sha256="), "s3cret")
+
+
+def test_parser_reads_the_samples() -> None:
+    import orjson
+
+    batch = parse_webhook(orjson.loads(load_sample("batch_two_messages")))
+    assert [m.text for m in batch.messages] == ["Buongiorno", "avete la taglia M?"]
+    assert batch.messages[0].customer_id == "IT.1000000000000000001"
+    assert batch.messages[0].wa_id == "393330000000"
+    only = parse_webhook(orjson.loads(load_sample("text_bsuid_only"))).messages[0]
+    assert (only.customer_id, only.wa_id, only.profile_name) == ("IT.1000000000000000003", None, "Username Tester")
+    button = parse_webhook(orjson.loads(load_sample("interactive_button_reply"))).messages[0]
+    assert button.text
+    status = parse_webhook(orjson.loads(load_sample("status_failed_131047"))).statuses[0]
+    assert status.error_code == 131047 and status.status == "failed"
+    echo = parse_webhook(orjson.loads(load_sample("smb_echo_edit"))).echoes[0]
+    assert echo.type == "edit" and echo.text and "corretto" in echo.text
+    with pytest.raises(PayloadError):
+        parse_webhook({"object": "whatsapp_business_account", "entry": {"x": 1}})
+
+
+def test_split_text_prefers_sentence_ends() -> None:
+    text = ("Prima frase. " * 400).strip()
+    parts = split_text(text, limit=1000)
+    assert all(len(p) <= 1000 for p in parts)
+    assert all(p.endswith(".") for p in parts)
+    assert " ".join(parts) == text
+    assert split_text("   ") == []
+    unbroken = "x" * 2500
+    assert "".join(split_text(unbroken, limit=1000)) == unbroken
+
+
+def test_instructions_template() -> None:
+    rendered = render_instructions("Sei l'assistente di {{Cliente}} ({{ Cliente }}).", "Forno Rossi")
+    assert rendered == "Sei l'assistente di Forno Rossi (Forno Rossi)."
+    assert "Italian (it)" in with_context(rendered, language="it")
+    assert with_context(rendered, language=None) == rendered
+
+
+def test_citations_are_stripped() -> None:
+    assert strip_citations("Spedizione gratuita sopra 50 €【4:0†catalogo.pdf】.") == "Spedizione gratuita sopra 50 €."
+
+
+def test_graph_error_classification() -> None:
+    final = classify(400, {"error": {"code": 131047, "message": "Re-engagement message"}}, None)
+    assert not final.retryable and final.code == 131047
+    assert classify(400, {"error": {"code": 130429}}, "2").retryable
+    assert classify(503, {}, None).retryable
+    assert classify(400, {"error": {"code": 131026}}, None).retryable is False
+
+
+async def test_token_bucket_paces_bursts() -> None:
+    bucket = TokenBucket(rate=50)
+    loop = asyncio.get_running_loop()
+    start = loop.time()
+    for _ in range(60):
+        await bucket.take()
+    # 50 go at once, the other 10 wait about 10/50 s.
+    assert loop.time() - start >= 0.15
+
+
+def test_config_from_env_and_cli() -> None:
+    cfg = Config.from_env({"BOT_PORT": "9000", "BOT_AUTOREPLY": "0", "BOT_HANDOFF_KEYWORDS": "aiuto, umano"},
+                          host="0.0.0.0")
+    assert (cfg.port, cfg.autoreply, cfg.host) == (9000, False, "0.0.0.0")
+    assert cfg.handoff_keywords == ("aiuto", "umano")
+    defaults = Config.from_env({})
+    assert (defaults.host, defaults.port, defaults.model, defaults.burst_window_ms) == (
+        "127.0.0.1", 8080, "gpt-4o-mini", 1000)
+    assert defaults.db_path == Path("data/bot.db")
+    with pytest.raises(ConfigError, match="BOT_PORT"):
+        Config.from_env({"BOT_PORT": "eighty"})
+    with pytest.raises(ConfigError, match="BOT_REACTION"):
+        Config.from_env({"BOT_REACTION": "maybe"})
+
+
+async def test_database_is_private_and_migrated(tmp_path: Path) -> None:
+    db = Database(tmp_path / "nested" / "data" / "bot.db")
+    await db.open()
+    try:
+        assert db.applied_migrations[0] == 1
+        assert await db.scalar("PRAGMA journal_mode") == "wal"
+        assert ((tmp_path / "nested" / "data").stat().st_mode & 0o777) == 0o700
+        assert ((tmp_path / "nested" / "data" / "bot.db").stat().st_mode & 0o777) == 0o600
+        with pytest.raises(RuntimeError):
+            async with db.transaction() as conn:
+                await conn.execute("INSERT INTO errors (type, message, created_at) VALUES ('x', 'y', 0)")
+                raise RuntimeError("roll back")
+        assert await db.scalar("SELECT COUNT(*) FROM errors") == 0
+    finally:
+        await db.close()
+    again = Database(tmp_path / "nested" / "data" / "bot.db")
+    await again.open()
+    assert again.applied_migrations == db.applied_migrations
+    await again.close()
+
+
+class Recorder(Actor[str]):
+    """A test actor that records what it handles."""
+
+    __slots__ = ("seen",)
+
+    def __init__(self, key: str, on_exit: Any, seen: list[tuple[str, Any]], idle: float) -> None:
+        super().__init__(key, idle_seconds=idle, on_exit=on_exit)
+        self.seen = seen
+
+    async def handle(self, message: Any) -> None:
+        if message == "boom":
+            raise RuntimeError("boom")
+        if message == "slow":
+            await asyncio.sleep(0.05)
+        self.seen.append((self.key, message))
+
+
+async def test_actor_passivates_when_idle_and_comes_back() -> None:
+    seen: list[tuple[str, Any]] = []
+    registry: Registry[str] = Registry(lambda key, on_exit: Recorder(key, on_exit, seen, idle=0.05))
+    registry.tell("a", 1)
+    first = registry.get("a")
+    assert first is not None and registry.live == 1
+    assert first.task is not None
+    await first.task  # ends by itself after the idle timeout
+    assert registry.live == 0
+    registry.tell("a", 2)
+    second = registry.get("a")
+    assert second is not None and second is not first
+    await registry.stop_all(1)
+    assert seen == [("a", 1), ("a", 2)]
+
+
+async def test_actor_survives_a_crashing_message_and_keeps_order() -> None:
+    seen: list[tuple[str, Any]] = []
+    registry: Registry[str] = Registry(lambda key, on_exit: Recorder(key, on_exit, seen, idle=5))
+    for msg in ["slow", "boom", 3, "slow", 4]:
+        registry.tell("k", msg)
+    registry.tell("other", 9)
+    await registry.stop_all(2)
+    assert [m for k, m in seen if k == "k"] == ["slow", 3, "slow", 4]
+    assert ("other", 9) in seen
+
+
+async def test_stop_handles_work_queued_before_it_then_cancels_after_timeout() -> None:
+    seen: list[tuple[str, Any]] = []
+    registry: Registry[str] = Registry(lambda key, on_exit: Recorder(key, on_exit, seen, idle=5))
+    registry.tell("k", 1)
+    registry.tell("k", "slow")
+    await registry.stop_all(2)
+    assert seen == [("k", 1), ("k", "slow")]
+    registry.tell("k", 5)  # after stop_all the registry is closed: the inbox keeps such work
+    assert registry.live == 0

@@ -1,0 +1,160 @@
+"""The webhook contract: handshake, signatures, malformed bodies, batches, duplicates, statuses."""
+
+from __future__ import annotations
+
+import orjson
+from aiohttp.test_utils import TestClient
+
+from tests.conftest import VERIFY_TOKEN, post_webhook
+from tests.fakes.graph_server import FakeGraph
+from tests.fakes.meta import load_sample, sign, status_update, text_message
+from tests.helpers import inbox_statuses, repos_of, wait_handled
+
+
+async def test_handshake_echoes_challenge(client: TestClient) -> None:
+    resp = await client.get(
+        "/webhooks/whatsapp",
+        params={"hub.mode": "subscribe", "hub.verify_token": VERIFY_TOKEN, "hub.challenge": "1158201444"},
+    )
+    assert resp.status == 200
+    assert await resp.text() == "1158201444"
+
+
+async def test_handshake_refuses_wrong_token_or_mode(client: TestClient) -> None:
+    for params in (
+        {"hub.mode": "subscribe", "hub.verify_token": "nope", "hub.challenge": "1"},
+        {"hub.mode": "unsubscribe", "hub.verify_token": VERIFY_TOKEN, "hub.challenge": "1"},
+        {},
+    ):
+        resp = await client.get("/webhooks/whatsapp", params=params)
+        assert resp.status == 403
+
+
+async def test_missing_and_wrong_signatures_store_nothing(client: TestClient) -> None:
+    body = load_sample("text")
+    resp = await client.post("/webhooks/whatsapp", data=body, headers={"Content-Type": "application/json"})
+    assert resp.status == 401
+    resp = await client.post(
+        "/webhooks/whatsapp", data=body, headers={"X-Hub-Signature-256": sign(body, "wrong-secret")}
+    )
+    assert resp.status == 403
+    resp = await client.post("/webhooks/whatsapp", data=body, headers={"X-Hub-Signature-256": "sha1=abc"})
+    assert resp.status == 403
+    # A signature over a re-serialised copy is not a signature over the bytes sent.
+    other = orjson.dumps(orjson.loads(body))
+    resp = await client.post("/webhooks/whatsapp", data=body, headers={"X-Hub-Signature-256": sign(other, "x")})
+    assert resp.status == 403
+    assert await inbox_statuses(client) == {}
+
+
+async def test_malformed_bodies_get_400_never_500(client: TestClient) -> None:
+    bad_bodies: list[bytes] = [
+        b"",
+        b"not json",
+        b"{",
+        b"[]",
+        b'"string"',
+        b"{}",
+        b'{"object": "page", "entry": []}',
+        b'{"object": "whatsapp_business_account", "entry": "nope"}',
+        b'{"object": "whatsapp_business_account", "entry": [1]}',
+        b'{"object": "whatsapp_business_account", "entry": [{"changes": [{"field": "messages", '
+        b'"value": {"metadata": {"phone_number_id": "1"}, "messages": [{"type": "text"}]}}]}]}',
+    ]
+    for body in bad_bodies:
+        resp = await post_webhook(client, body)
+        assert resp.status == 400, body
+        assert "error" in await resp.json()
+    assert await inbox_statuses(client) == {}
+    assert (await client.get("/healthz")).status == 200
+
+
+async def test_one_message_gets_one_reply(client: TestClient, fake_graph: FakeGraph) -> None:
+    resp = await post_webhook(client, load_sample("text"))
+    assert resp.status == 200
+    sent = await fake_graph.wait_for_sent(1)
+    assert sent[0]["to"] == "393330000000"
+    assert sent[0]["text"]["body"] == "Echo: Ciao, avete ancora la borsa rossa?"
+    assert (await wait_handled(client, 1)) == {"wamid.TEST_IN_TEXT_0001": "done"}
+
+
+async def test_persisted_before_the_200(client: TestClient) -> None:
+    resp = await post_webhook(client, load_sample("text"))
+    assert resp.status == 200
+    # Right after the 200, before any AI work could finish, the row is already durable.
+    assert "wamid.TEST_IN_TEXT_0001" in await inbox_statuses(client)
+
+
+async def test_duplicate_deliveries_never_reply_twice(client: TestClient, fake_graph: FakeGraph) -> None:
+    body = load_sample("text")
+    for _ in range(3):
+        assert (await post_webhook(client, body)).status == 200
+    await fake_graph.wait_for_sent(1)
+    # A later, different message proves the pipeline moved on; the duplicate got nothing.
+    await post_webhook(client, text_message("wamid.LATER", "393330000000", "ancora una domanda"))
+    await fake_graph.wait_for_sent(2)
+    await wait_handled(client, 2)
+    assert fake_graph.texts() == ["Echo: Ciao, avete ancora la borsa rossa?", "Echo: ancora una domanda"]
+    count = await repos_of(client).db.scalar("SELECT COUNT(*) FROM inbox")
+    assert count == 2
+
+
+async def test_every_entry_and_change_of_a_batch_is_handled(client: TestClient, fake_graph: FakeGraph) -> None:
+    assert (await post_webhook(client, load_sample("multi_entry"))).status == 200
+    await fake_graph.wait_for_sent(2)
+    statuses = await wait_handled(client, 2)
+    assert len(statuses) == 2
+    recipients = sorted(m["to"] for m in fake_graph.sent)
+    assert len(set(recipients)) == 2
+
+
+async def test_statuses_never_downgrade(client: TestClient, fake_graph: FakeGraph) -> None:
+    await post_webhook(client, load_sample("text"))
+    sent = await fake_graph.wait_for_sent(1)
+    repos = repos_of(client)
+    await wait_handled(client, 1)
+    row = await repos.db.fetchone("SELECT wamid, status FROM outbox")
+    assert row is not None and row["status"] == "sent"
+    wamid = row["wamid"]
+    assert sent
+    for status in ("read", "delivered", "sent"):
+        assert (await post_webhook(client, status_update(wamid, status, "393330000000"))).status == 200
+    assert await repos.db.scalar("SELECT status FROM outbox WHERE wamid = ?", (wamid,)) == "read"
+
+
+async def test_failed_status_keeps_code_and_reason(client: TestClient, fake_graph: FakeGraph) -> None:
+    await post_webhook(client, load_sample("text"))
+    await fake_graph.wait_for_sent(1)
+    await wait_handled(client, 1)
+    repos = repos_of(client)
+    wamid = await repos.db.scalar("SELECT wamid FROM outbox")
+    errors = [{"code": 131047, "title": "Re-engagement message", "error_data": {"details": "24 hours passed"}}]
+    await post_webhook(client, status_update(wamid, "failed", "393330000000", errors=errors))
+    row = await repos.db.fetchone("SELECT status, error_code, error_reason FROM outbox WHERE wamid = ?", (wamid,))
+    assert row is not None
+    assert (row["status"], row["error_code"], row["error_reason"]) == ("failed", 131047, "24 hours passed")
+
+
+async def test_status_before_our_send_is_recorded_is_applied_later(client: TestClient) -> None:
+    repos = repos_of(client)
+    await post_webhook(client, status_update("wamid.EARLY", "delivered", "393330000000"))
+    ids = await repos.outbox.enqueue("100000000000001", "393330000000", author="ai", parts=["hi"],
+                                     reply_to_inbox_id=None)
+    await repos.outbox.mark_sent(ids[0], "wamid.EARLY")
+    assert await repos.db.scalar("SELECT status FROM outbox WHERE id = ?", (ids[0],)) == "delivered"
+
+
+async def test_username_only_customer_is_answered_by_recipient(client: TestClient, fake_graph: FakeGraph) -> None:
+    await post_webhook(client, load_sample("text_bsuid_only"))
+    sent = await fake_graph.wait_for_sent(1)
+    assert "to" not in sent[0]
+    assert sent[0]["recipient"] == "IT.1000000000000000003"
+
+
+async def test_non_text_message_is_stored_and_answered_politely(client: TestClient, fake_graph: FakeGraph) -> None:
+    await post_webhook(client, load_sample("sticker"))
+    sent = await fake_graph.wait_for_sent(1)
+    assert "text" in sent[0]["text"]["body"].lower() or "testo" in sent[0]["text"]["body"].lower()
+    row = await repos_of(client).db.fetchone("SELECT type, payload FROM inbox")
+    assert row is not None and row["type"] == "sticker"
+    assert orjson.loads(row["payload"])["sticker"]["mime_type"] == "image/webp"
