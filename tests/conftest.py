@@ -19,6 +19,7 @@ from tests.fakes.openai_server import FakeOpenAI
 APP_SECRET = "test-app-secret"
 VERIFY_TOKEN = "test-verify-token"
 WA_TOKEN = "wa-test-token"
+API_TOKEN = "test-api-token"
 PHONE_NUMBER_ID = "100000000000001"
 
 ClientFactory = Callable[..., Awaitable[TestClient]]
@@ -55,6 +56,8 @@ def make_config(tmp_path: Path, fake_openai: FakeOpenAI, fake_graph: FakeGraph, 
         openai_timeout_seconds=5,
         graph_timeout_seconds=5,
         client_name="Bottega Test",
+        api_token=API_TOKEN,
+        admin_password="test-admin-password",
     )
     return base.with_overrides(**overrides)
 
