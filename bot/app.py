@@ -19,18 +19,31 @@ from bot.actors.registry import Registry
 from bot.actors.takeover import Takeover
 from bot.ai.engine import Engine, NoTools, ToolRunner
 from bot.config import Config
+from bot.metrics import Metrics
 from bot.persistence import Repositories
 from bot.persistence.conversations import Conversation
 from bot.persistence.db import Database
 from bot.settings import EnvSettings, SettingsSource
 from bot.web import api, webhooks
-from bot.web.keys import CONFIG, DATABASE, ENGINE, INGEST, OUTBOUND, REGISTRY, REPOS, STARTED_AT, TAKEOVER
+from bot.web import metrics as metrics_routes
+from bot.web.keys import (
+    CONFIG,
+    DATABASE,
+    ENGINE,
+    HTTP,
+    INGEST,
+    METRICS,
+    OUTBOUND,
+    REGISTRY,
+    REPOS,
+    SENDER,
+    STARTED_AT,
+    TAKEOVER,
+)
 from bot.whatsapp.client import WhatsAppClient
 
 log = structlog.get_logger("bot.app")
 
-HTTP = web.AppKey("http", aiohttp.ClientSession)
-SENDER = web.AppKey("sender", WhatsAppClient)
 
 
 def build_app(
@@ -40,6 +53,8 @@ def build_app(
     app = web.Application(client_max_size=webhooks.MAX_BODY)
     app[CONFIG] = config
     app[STARTED_AT] = time.time()
+    metrics = Metrics()
+    app[METRICS] = metrics
     settings_source = settings or EnvSettings(config)
     tool_runner: ToolRunner = tools or NoTools()
 
@@ -48,6 +63,7 @@ def build_app(
         await db.open()
         app[DATABASE] = db
         app[REPOS] = Repositories.on(db)
+        app[REPOS].errors.listener = metrics.error
         yield
         await db.close()
 
@@ -69,6 +85,7 @@ def build_app(
             retry_max_seconds=config.retry_max_seconds,
             timeout_seconds=config.openai_timeout_seconds,
             max_tool_rounds=config.max_tool_rounds,
+            on_model_call=metrics.model_latency.observe,
         )
         app[ENGINE] = engine
         yield
@@ -87,6 +104,8 @@ def build_app(
             max_attempts=config.max_attempts,
             retry_base_seconds=config.retry_base_seconds,
             retry_max_seconds=config.retry_max_seconds,
+            on_sent=lambda row, conv: metrics.messages_out.labels(author=row.author).inc(),
+            on_failed=lambda code: metrics.send_failures.labels(code=str(code or "network")).inc(),
         )
         takeover = Takeover(repos=repos, outbound=outbound, settings=settings_source)
         app[OUTBOUND] = outbound
@@ -109,6 +128,7 @@ def build_app(
             retry_base_seconds=config.retry_base_seconds,
             retry_max_seconds=config.retry_max_seconds,
             idle_seconds=config.actor_idle_seconds,
+            on_turn=lambda outcome, seconds: metrics.turn_latency.labels(outcome=outcome).observe(seconds),
         )
 
         def factory(key: ConversationKey, on_exit: Any) -> Actor[ConversationKey]:
@@ -116,7 +136,8 @@ def build_app(
 
         registry: Registry[ConversationKey] = Registry(factory)
         app[REGISTRY] = registry
-        app[INGEST] = Ingest(repos=repos, tell=registry.tell, on_echoes=takeover.echoes)
+        app[INGEST] = Ingest(repos=repos, tell=registry.tell, on_echoes=takeover.echoes, metrics=metrics)
+        metrics.bind_gauges(lambda: registry.live)
         # Start-up replay: sends interrupted mid-flight are never repeated; queued sends go out;
         # pending customer messages are told again in arrival order.
         interrupted = await repos.outbox.interrupted_to_unknown()
@@ -132,4 +153,5 @@ def build_app(
     app.cleanup_ctx.extend([database_ctx, clients_ctx, actors_ctx])
     app.add_routes(webhooks.routes)
     app.add_routes(api.routes)
+    app.add_routes(metrics_routes.routes)
     return app

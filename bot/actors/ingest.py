@@ -8,6 +8,7 @@ from typing import Any
 import structlog
 
 from bot.actors.conversation import ConversationKey, Inbound
+from bot.metrics import Metrics
 from bot.persistence import Repositories
 from bot.whatsapp.events import BusinessEcho, WebhookBatch
 
@@ -20,10 +21,12 @@ EchoHandler = Callable[[list[BusinessEcho]], Any]
 class Ingest:
     """Persist first, then tell: a message is acknowledged to Meta only once it is in the inbox."""
 
-    def __init__(self, *, repos: Repositories, tell: Tell, on_echoes: EchoHandler | None = None) -> None:
+    def __init__(self, *, repos: Repositories, tell: Tell, on_echoes: EchoHandler | None = None,
+                 metrics: Metrics | None = None) -> None:
         self._repos = repos
         self._tell = tell
         self._on_echoes = on_echoes
+        self._metrics = metrics
         self.duplicates_seen = 0
 
     async def accept(self, batch: WebhookBatch) -> list[int]:
@@ -36,7 +39,13 @@ class Ingest:
                 await self._repos.outbox.apply_status(
                     status.wamid, status.status, status.error_code, status.error_reason
                 )
-        self.duplicates_seen += len(batch.messages) - len(new_rows)
+        repeats = len(batch.messages) - len(new_rows)
+        self.duplicates_seen += repeats
+        if self._metrics is not None:
+            if repeats:
+                self._metrics.duplicates.inc(repeats)
+            for _, msg in new_rows:
+                self._metrics.messages_in.labels(type=msg.type).inc()
         for inbox_id, msg in new_rows:
             self._tell((msg.phone_number_id, msg.customer_id), Inbound(inbox_id))
         if batch.echoes and self._on_echoes is not None:

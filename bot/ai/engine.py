@@ -157,6 +157,7 @@ class Engine:
         timeout_seconds: float,
         max_tool_rounds: int,
         sleep: Callable[[float], Awaitable[None]] = asyncio.sleep,
+        on_model_call: Callable[[float], None] | None = None,
     ) -> None:
         self.tools = tools
         self._semaphore = asyncio.Semaphore(max_concurrent)
@@ -166,6 +167,7 @@ class Engine:
         self._timeout = timeout_seconds
         self._max_rounds = max_tool_rounds
         self._sleep = sleep
+        self._on_model_call = on_model_call
         self._clients: dict[tuple[str, str | None], openai.AsyncOpenAI] = {}
         self.in_flight = 0
 
@@ -198,10 +200,13 @@ class Engine:
             try:
                 async with self._semaphore:
                     self.in_flight += 1
+                    started = time.monotonic()
                     try:
                         return await client.responses.create(**params)
                     finally:
                         self.in_flight -= 1
+                        if self._on_model_call is not None:
+                            self._on_model_call(time.monotonic() - started)
             except Exception as exc:
                 if _is_chain_lost(exc):
                     raise

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
 import orjson
@@ -131,6 +131,7 @@ class ErrorRepo:
 
     def __init__(self, db: Database) -> None:
         self.db = db
+        self.listener: Callable[[str], None] | None = None
 
     async def record(self, type_: str, message: str, *, session_id: str | None = None) -> None:
         """Keep one error occurrence."""
@@ -138,6 +139,8 @@ class ErrorRepo:
             "INSERT INTO errors (type, message, session_id, created_at) VALUES (?, ?, ?, ?)",
             (type_, message[:2000], session_id, time.time()),
         )
+        if self.listener is not None:
+            self.listener(type_)
 
     async def recent(self, window_seconds: float = 7200) -> list[dict[str, object]]:
         """Errors of the last window, grouped by type and message, newest first."""
