@@ -6,6 +6,8 @@ import secrets
 import time
 from dataclasses import dataclass
 
+import aiosqlite
+
 from bot.persistence.db import Database, Row
 
 
@@ -102,6 +104,8 @@ class ConversationRepo:
         """Get or create, keeping the phone and profile name up to date when Meta sends them."""
         now = time.time()
         async with self.db.transaction() as conn:
+            if wa_id and customer_id != wa_id:
+                await self._adopt_phone_keyed(conn, phone_number_id, customer_id, wa_id)
             await conn.execute(
                 "INSERT INTO conversations (phone_number_id, customer_id, wa_id, user_id, profile_name, "
                 "session_id, is_test, created_at, updated_at, last_activity_at) "
@@ -117,6 +121,34 @@ class ConversationRepo:
         conv = await self.get(phone_number_id, customer_id)
         assert conv is not None
         return conv
+
+    @staticmethod
+    async def _adopt_phone_keyed(conn: aiosqlite.Connection, phone_number_id: str, customer_id: str,
+                                 wa_id: str) -> None:
+        """A customer first known by phone now arrives with a business-scoped id: keep one conversation.
+
+        Happens for conversations from before Meta sent BSUIDs, and for sessions imported from the
+        Frappe module (keyed by phone). Their history moves to the new key with them.
+        """
+        cur = await conn.execute(
+            "SELECT 1 FROM conversations WHERE phone_number_id = ? AND customer_id = ?", (phone_number_id, customer_id)
+        )
+        exists = await cur.fetchone()
+        await cur.close()
+        if exists is not None:
+            return
+        cur = await conn.execute(
+            "UPDATE conversations SET customer_id = ?, user_id = ? WHERE phone_number_id = ? AND customer_id = ?",
+            (customer_id, customer_id, phone_number_id, wa_id),
+        )
+        moved = cur.rowcount
+        await cur.close()
+        if moved:
+            for table in ("inbox", "outbox"):
+                await conn.execute(
+                    f"UPDATE {table} SET customer_id = ? WHERE phone_number_id = ? AND customer_id = ?",
+                    (customer_id, phone_number_id, wa_id),
+                )
 
     async def save_response(self, conversation_id: int, response_id: str | None) -> None:
         """Remember the chain head (None starts a new chain next time)."""
