@@ -158,3 +158,23 @@ async def test_non_text_message_is_stored_and_answered_politely(client: TestClie
     row = await repos_of(client).db.fetchone("SELECT type, payload FROM inbox")
     assert row is not None and row["type"] == "sticker"
     assert orjson.loads(row["payload"])["sticker"]["mime_type"] == "image/webp"
+
+
+async def test_full_database_answers_503_and_loses_nothing_acknowledged(
+    client: TestClient, fake_graph: FakeGraph
+) -> None:
+    repos = repos_of(client)
+    assert (await post_webhook(client, text_message("wamid.BEFORE", "393330000000", "prima"))).status == 200
+    await fake_graph.wait_for_sent(1)
+    await wait_handled(client, 1)
+    pages = await repos.db.scalar("PRAGMA page_count")
+    await repos.db.conn.execute(f"PRAGMA max_page_count = {int(pages)}")
+    big = "x" * 50_000  # needs new pages: the "disk" is full
+    resp = await post_webhook(client, text_message("wamid.FULL", "393330000000", big))
+    assert resp.status == 503
+    assert "retry" in (await resp.json())["error"]
+    await repos.db.conn.execute("PRAGMA max_page_count = 1073741823")
+    # Meta retries; now it is stored and answered, and what was acknowledged before is intact.
+    assert (await post_webhook(client, text_message("wamid.FULL", "393330000000", big))).status == 200
+    statuses = await wait_handled(client, 2)
+    assert statuses == {"wamid.BEFORE": "done", "wamid.FULL": "done"}

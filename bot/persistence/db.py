@@ -118,16 +118,25 @@ class Database:
                     raise DatabaseUnavailable(str(exc)) from exc
                 try:
                     yield self.conn
+                except aiosqlite.OperationalError as exc:
+                    # Locked past busy_timeout, disk full, read-only: not the caller's fault, and
+                    # worth telling apart from bugs (the webhook answers 503 so Meta retries).
+                    await self._rollback()
+                    raise DatabaseUnavailable(str(exc)) from exc
                 except BaseException:
-                    await self.conn.execute("ROLLBACK")
+                    await self._rollback()
                     raise
                 try:
                     await self.conn.execute("COMMIT")
                 except aiosqlite.OperationalError as exc:
-                    await self.conn.execute("ROLLBACK")
+                    await self._rollback()
                     raise DatabaseUnavailable(str(exc)) from exc
             finally:
                 self._in_tx.reset(token)
+
+    async def _rollback(self) -> None:
+        with suppress(aiosqlite.OperationalError):
+            await self.conn.execute("ROLLBACK")
 
     async def execute(self, sql: str, params: Sequence[Any] | dict[str, Any] = ()) -> int:
         """Run one write statement in its own transaction (or the caller's); returns rowcount."""
