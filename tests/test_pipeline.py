@@ -13,7 +13,7 @@ from tests.conftest import ClientFactory, post_webhook
 from tests.fakes.graph_server import FakeGraph, GraphFailure
 from tests.fakes.meta import text_message
 from tests.fakes.openai_server import EmptyReply, Fail, FakeOpenAI, Reply
-from tests.helpers import repos_of, wait_handled
+from tests.helpers import repos_of, wait_handled, wait_until
 
 PHONE = "393330000000"
 
@@ -223,7 +223,6 @@ async def test_graph_final_error_marks_failed_with_reason(
     async def failed() -> Any:
         return await repos.db.fetchone("SELECT status, error_code, error_reason FROM outbox WHERE status='failed'")
 
-    from tests.helpers import wait_until
 
     row = await wait_until(failed, what="failed outbox row")
     assert row["error_code"] == 131047 and "24 hours" in row["error_reason"]
@@ -238,8 +237,12 @@ async def test_graph_transient_errors_are_retried(
     await post_webhook(client, text_message("wamid.G2", PHONE, "ciao"))
     await fake_graph.wait_for_sent(1)
     assert fake_graph.texts() == ["Echo: ciao"]
-    status = await repos_of(client).db.scalar("SELECT status FROM outbox")
-    assert status == "sent"
+
+    async def sent() -> bool:
+        return await repos_of(client).db.scalar("SELECT status FROM outbox") == "sent"
+
+    await wait_until(sent, what="the outbox row marked sent")
+    assert await repos_of(client).db.scalar("SELECT attempts FROM outbox") == 3
 
 
 async def test_concurrent_model_calls_are_capped(
@@ -264,7 +267,6 @@ async def test_outbox_row_exists_before_the_send(
     async def sending() -> Any:
         return await repos.db.scalar("SELECT status FROM outbox WHERE status = 'sending'")
 
-    from tests.helpers import wait_until
 
     assert await wait_until(sending, what="an outbox row in 'sending' while Graph is slow") == "sending"
     await fake_graph.wait_for_sent(1)

@@ -179,10 +179,12 @@ class ConversationActor(Actor[ConversationKey]):
     async def _give_up(self, conv: Conversation, rows: list[InboxRow], reason: str) -> None:
         """Mark the rows failed with the reason and tell the customer a person will follow up."""
         repos = self.deps.repos
+        # The turn may have detected the language before failing: answer in it.
+        fresh = await repos.conversations.get(conv.phone_number_id, conv.customer_id) or conv
         async with repos.db.transaction():
             await repos.outbox.enqueue(
                 conv.phone_number_id, conv.customer_id, author="system",
-                parts=[fixed_text("fallback", conv.language)], reply_to_inbox_id=rows[-1].id,
+                parts=[fixed_text("fallback", fresh.language)], reply_to_inbox_id=rows[-1].id,
             )
             await repos.inbox.set_status([r.id for r in rows], "failed", error=reason)
             await repos.conversations.set_state(conv.id, "failed")

@@ -49,7 +49,7 @@ def make_redactor(numbers: Iterable[str | None]) -> Redactor:
     if not variants:
         return lambda text: text
     alternatives = "|".join(_digit_pattern(v) for v in sorted(variants, key=len, reverse=True))
-    pattern = re.compile(rf"(?<!\d)(?:\+|00)?{_SEP}(?:{alternatives})(?!\d)")
+    pattern = re.compile(rf"(?<!\d)(?:(?:\+|00){_SEP})?(?:{alternatives})(?!\d)")
 
     def redact(text: str) -> str:
         return pattern.sub(PHONE_MASK, text) if text else text

@@ -58,9 +58,8 @@ async def _conversation(request: web.Request) -> Conversation:
     ident = request.match_info["wa_id"]
     conv = await request.app[REPOS].conversations.find(ident)
     if conv is None:
-        raise web.HTTPNotFound(
-            body=orjson.dumps({"error": f"no conversation with {ident!r}"}), content_type="application/json"
-        )
+        raise web.HTTPNotFound(text=orjson.dumps({"error": f"no conversation with {ident!r}"}).decode(),
+                               content_type="application/json")
     return conv
 
 
