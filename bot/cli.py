@@ -16,6 +16,7 @@ from bot.app import build_app
 from bot.commands import COMMANDS
 from bot.config import Config, ConfigError
 from bot.logs import configure_logging
+from bot.tools import ToolConfigError
 
 log = structlog.get_logger("bot")
 
@@ -90,9 +91,14 @@ def main(argv: Sequence[str]) -> int:
         print(f"configuration error: {exc}", file=sys.stderr)
         return 2
     try:
-        import uvloop
-    except ImportError:  # pragma: no cover - uvloop is a dependency, but keep Windows usable
-        asyncio.run(serve(config))
-    else:
-        uvloop.run(serve(config))
+        try:
+            import uvloop
+        except ImportError:  # pragma: no cover - uvloop is a dependency, but keep Windows usable
+            asyncio.run(serve(config))
+        else:
+            uvloop.run(serve(config))
+    except ToolConfigError as exc:
+        # e.g. two tools with one name: the message names both modules.
+        print(f"tool configuration error: {exc}", file=sys.stderr)
+        return 2
     return 0

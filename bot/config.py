@@ -93,6 +93,7 @@ class Config:
     admin_password: str = ""
     api_token: str = ""
     secret_key: str = ""
+    build_id: str = ""  # BOT_BUILD_ID: shown on /ai-diagnostics (else a BUILD_ID file, else git)
     # Not part of the public contract: knobs for tests, benchmarks and unusual deployments.
     retry_base_seconds: float = 2.0
     retry_max_seconds: float = 60.0
@@ -137,6 +138,7 @@ class Config:
             "BOT_ADMIN_PASSWORD": "admin_password",
             "BOT_API_TOKEN": "api_token",
             "BOT_SECRET_KEY": "secret_key",
+            "BOT_BUILD_ID": "build_id",
             "BOT_TRANSCRIPTION_MODEL": "transcription_model",
         }
         for env_name, attr in strings.items():

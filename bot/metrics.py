@@ -3,6 +3,9 @@
 from __future__ import annotations
 
 from collections.abc import Callable
+from typing import Any, Protocol
+
+import orjson
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
 
@@ -42,3 +45,34 @@ class Metrics:
     def render(self) -> bytes:
         """The text exposition format."""
         return bytes(generate_latest(self.registry))
+
+
+class _Tools(Protocol):
+    def specs(self) -> list[dict[str, Any]]: ...
+
+    async def call(self, name: str, arguments: str, context: Any) -> str: ...
+
+
+class CountingTools:
+    """Wraps the tool registry for the engine, counting calls by tool and outcome (ok or error)."""
+
+    def __init__(self, tools: _Tools, metrics: Metrics) -> None:
+        self._tools = tools
+        self._metrics = metrics
+
+    def specs(self) -> list[dict[str, Any]]:
+        """The wrapped registry's tool definitions."""
+        return self._tools.specs()
+
+    async def call(self, name: str, arguments: str, context: Any) -> str:
+        """Run the tool and count the outcome; every tool error comes back as {"error": ...}."""
+        output = await self._tools.call(name, arguments, context)
+        outcome = "ok"
+        if output.startswith('{"error"'):
+            try:
+                outcome = "error" if "error" in orjson.loads(output) else "ok"
+            except orjson.JSONDecodeError:
+                outcome = "ok"
+        known = name if name in {s.get("name") for s in self._tools.specs()} else "unknown"
+        self._metrics.tool_calls.labels(tool=known, outcome=outcome).inc()
+        return output

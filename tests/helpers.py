@@ -46,3 +46,21 @@ async def wait_handled(client: TestClient, count: int, *, timeout: float = 10.0)
 
     result: dict[str, str] = await wait_until(check, timeout=timeout, what=f"{count} handled inbox rows")
     return result
+
+
+async def sign_in(client: TestClient, username: str = "admin", password: str = "test-admin-password") -> str:
+    """Sign in through the real login form; returns the session's CSRF token (from a page's meta tag)."""
+    import re
+
+    page = await client.get("/login")
+    token = re.search(r'name="csrf_token" value="([^"]+)"', await page.text())
+    assert token is not None, "the login page has no CSRF field"
+    resp = await client.post("/login", data={"username": username, "password": password,
+                                             "csrf_token": token.group(1), "next": "/inbox"},
+                             allow_redirects=False)
+    assert resp.status == 303, await resp.text()
+    inbox = await client.get("/inbox")
+    assert inbox.status == 200
+    meta = re.search(r'<meta name="csrf-token" content="([^"]+)"', await inbox.text())
+    assert meta is not None
+    return meta.group(1)

@@ -4,10 +4,14 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from bot.persistence.assistant import AssistantSettingsRepo, KnowledgeRepo
 from bot.persistence.conversations import ConversationRepo
+from bot.persistence.crm import ContactRepo, OrderRepo, ProductRepo
 from bot.persistence.db import Database
 from bot.persistence.inbox import ErrorRepo, InboxRepo
 from bot.persistence.outbox import OutboxRepo
+from bot.persistence.stats import StatsRepo
+from bot.persistence.users import AuditRepo, UserRepo
 
 
 @dataclass(frozen=True, slots=True)
@@ -19,6 +23,14 @@ class Repositories:
     inbox: InboxRepo
     outbox: OutboxRepo
     errors: ErrorRepo
+    contacts: ContactRepo
+    products: ProductRepo
+    orders: OrderRepo
+    users: UserRepo
+    audit: AuditRepo
+    assistant: AssistantSettingsRepo
+    knowledge: KnowledgeRepo
+    stats: StatsRepo
 
     @classmethod
     def on(cls, db: Database) -> Repositories:
@@ -29,4 +41,12 @@ class Repositories:
             inbox=InboxRepo(db),
             outbox=OutboxRepo(db),
             errors=ErrorRepo(db),
+            contacts=ContactRepo(db),
+            products=ProductRepo(db),
+            orders=OrderRepo(db),
+            users=UserRepo(db),
+            audit=AuditRepo(db),
+            assistant=AssistantSettingsRepo(db),
+            knowledge=KnowledgeRepo(db),
+            stats=StatsRepo(db),
         )

@@ -63,6 +63,10 @@ class Conversation:
         return self.paused_until is None or now < self.paused_until
 
 
+# The business "number" of browser test chats: such conversations never reach the Graph API.
+TEST_NUMBER_ID = "test"
+
+
 def new_session_id() -> str:
     """A random session id, never derived from the phone number."""
     return "s_" + secrets.token_urlsafe(18)
@@ -115,7 +119,7 @@ class ConversationRepo:
                 "profile_name = COALESCE(excluded.profile_name, profile_name)",
                 (
                     phone_number_id, customer_id, wa_id, user_id, profile_name,
-                    new_session_id(), int(is_test), now, now, now,
+                    new_session_id(), int(is_test or phone_number_id == TEST_NUMBER_ID), now, now, now,
                 ),
             )
         conv = await self.get(phone_number_id, customer_id)
@@ -144,7 +148,7 @@ class ConversationRepo:
         moved = cur.rowcount
         await cur.close()
         if moved:
-            for table in ("inbox", "outbox"):
+            for table in ("inbox", "outbox", "contacts"):
                 await conn.execute(
                     f"UPDATE {table} SET customer_id = ? WHERE phone_number_id = ? AND customer_id = ?",
                     (customer_id, phone_number_id, wa_id),

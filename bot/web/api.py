@@ -3,17 +3,22 @@
 from __future__ import annotations
 
 import time
+from dataclasses import asdict
 from typing import Any
 
 import orjson
 from aiohttp import web
 
+from bot.actors.media import MAX_MEDIA_BYTES
 from bot.actors.takeover import WindowClosed
 from bot.persistence.conversations import Conversation
-from bot.web.keys import REPOS, TAKEOVER
+from bot.web.keys import REPOS, SENDER, TAKEOVER
+from bot.whatsapp.client import GraphError
 from bot.whatsapp.text import MAX_TEXT
 
 routes = web.RouteTableDef()
+
+MEDIA_TYPES = {"image", "audio", "video", "document", "sticker"}
 
 
 def _json(data: Any, status: int = 200) -> web.Response:
@@ -35,6 +40,14 @@ def conversation_state(conv: Conversation, now: float) -> str:
     return "ai"
 
 
+def _name(conv: Conversation, row: Any) -> str | None:
+    try:
+        contact_name = row["contact_name"]
+    except (IndexError, KeyError):
+        contact_name = None
+    return contact_name or conv.profile_name
+
+
 def conversation_json(conv: Conversation, row: Any, now: float) -> dict[str, Any]:
     """A conversation as the API shows it."""
     return {
@@ -42,7 +55,7 @@ def conversation_json(conv: Conversation, row: Any, now: float) -> dict[str, Any
         "wa_id": conv.wa_id,
         "customer_id": conv.customer_id,
         "phone_number_id": conv.phone_number_id,
-        "name": conv.profile_name,
+        "name": _name(conv, row),
         "state": conversation_state(conv, now),
         "paused_until": conv.paused_until if conv.is_paused(now) else None,
         "needs_human": conv.needs_human,
@@ -74,11 +87,14 @@ async def list_conversations(request: web.Request) -> web.Response:
     query = request.query.get("q", "").strip()
     where, params = "", []
     if query:
+        # LIKE with bound parameters: the search text can never become SQL.
         like = f"%{query.replace('%', '').replace('_', '')}%"
-        where = "WHERE profile_name LIKE ? OR wa_id LIKE ? OR customer_id LIKE ?"
-        params = [like, like, like]
+        where = "WHERE c.profile_name LIKE ? OR k.name LIKE ? OR c.wa_id LIKE ? OR c.customer_id LIKE ?"
+        params = [like, like, like, like]
     rows = await request.app[REPOS].db.fetchall(
-        f"SELECT * FROM conversations {where} ORDER BY needs_human DESC, last_activity_at DESC LIMIT ? OFFSET ?",
+        "SELECT c.*, k.name AS contact_name FROM conversations c LEFT JOIN contacts k "
+        "ON k.phone_number_id = c.phone_number_id AND k.customer_id = c.customer_id "
+        f"{where} ORDER BY c.needs_human DESC, c.last_activity_at DESC LIMIT ? OFFSET ?",
         (*params, limit, offset),
     )
     now = time.time()
@@ -102,6 +118,7 @@ async def list_messages(request: web.Request) -> web.Response:
             "id": f"in-{r['id']}", "direction": "in", "author": "customer", "type": r["type"], "text": r["text"],
             "status": r["status"], "error": r["last_error"] if r["status"] == "failed" else None,
             "created_at": r["received_at"],
+            "media": f"/api/media/{r['id']}" if r["type"] in MEDIA_TYPES and not conv.is_test else None,
         }
         for r in inbound
     ]
@@ -157,3 +174,46 @@ async def resume(request: web.Request) -> web.Response:
     conv = await _conversation(request)
     await request.app[TAKEOVER].resume(conv)
     return _json({"state": "ai"})
+
+
+@routes.get("/api/media/{inbox_id}")
+async def media(request: web.Request) -> web.StreamResponse:
+    """A customer's photo, voice note or document, fetched from Meta for an operator (never stored here)."""
+    try:
+        inbox_id = int(request.match_info["inbox_id"])
+    except ValueError:
+        return _error(400, "the media id must be a number")
+    rows = await request.app[REPOS].inbox.get_many([inbox_id])
+    if not rows or rows[0].type not in MEDIA_TYPES:
+        return _error(404, "no media for that message")
+    payload = orjson.loads(rows[0].payload)
+    item = payload.get(rows[0].type) if isinstance(payload, dict) else None
+    media_id = item.get("id") if isinstance(item, dict) else None
+    if not isinstance(media_id, str):
+        return _error(404, "that message carries no media id")
+    sender = request.app[SENDER]
+    try:
+        info = await sender.media_url(media_id)
+        data = await sender.download(str(info["url"]), max_bytes=MAX_MEDIA_BYTES)
+    except GraphError as exc:
+        return _error(502, f"Meta did not give the file: {exc.reason} (media links expire after some weeks)")
+    mime = str(info.get("mime_type") or "application/octet-stream").split(";")[0]
+    return web.Response(body=data, content_type=mime, headers={
+        "Cache-Control": "private, max-age=300",
+        "Content-Disposition": "inline",
+        "X-Content-Type-Options": "nosniff",
+        # A document could be HTML: never let it run in our origin.
+        "Content-Security-Policy": "sandbox",
+    })
+
+
+@routes.get("/api/contacts")
+async def contacts(request: web.Request) -> web.Response:
+    """CRM contacts, most recently updated first; ?q= searches name, email, company or number."""
+    try:
+        limit = max(1, min(200, int(request.query.get("limit", "50"))))
+        offset = max(0, int(request.query.get("offset", "0")))
+    except ValueError:
+        return _error(400, "limit and offset must be whole numbers")
+    found = await request.app[REPOS].contacts.page(query=request.query.get("q", ""), limit=limit, offset=offset)
+    return _json({"contacts": [asdict(c) for c in found], "limit": limit, "offset": offset})

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import aiohttp
+import jinja2
 from aiohttp import web
 
 from bot.actors.ingest import Ingest
@@ -10,10 +11,18 @@ from bot.actors.outbound import Outbound
 from bot.actors.registry import Registry
 from bot.actors.takeover import Takeover
 from bot.ai.engine import Engine
+from bot.ai.keycheck import KeyChecker
+from bot.ai.knowledge import KnowledgeBase
+from bot.buildinfo import BuildInfo
 from bot.config import Config
 from bot.metrics import Metrics
 from bot.persistence import Repositories
 from bot.persistence.db import Database
+from bot.settings import SettingsSource
+from bot.stored_settings import StoredSettings
+from bot.tools.registry import ToolRegistry
+from bot.web.access import Access, Principal
+from bot.web.live import LiveHub
 from bot.whatsapp.client import WhatsAppClient
 
 CONFIG = web.AppKey("config", Config)
@@ -28,3 +37,14 @@ REGISTRY = web.AppKey("registry", Registry)
 INGEST = web.AppKey("ingest", Ingest)
 OUTBOUND = web.AppKey("outbound", Outbound)
 TAKEOVER = web.AppKey("takeover", Takeover)
+TOOLS = web.AppKey("tools", ToolRegistry)
+LIVE = web.AppKey("live", LiveHub)
+# Operator web (sign-in, settings page, knowledge base, diagnostics)
+SETTINGS = web.AppKey[SettingsSource]("settings")  # what turns run with (StoredSettings unless a test injects one)
+STORED_SETTINGS = web.AppKey("stored_settings", StoredSettings)
+ACCESS = web.AppKey("access", Access)
+TEMPLATES = web.AppKey("templates", jinja2.Environment)
+KNOWLEDGE = web.AppKey("knowledge", KnowledgeBase)
+KEY_CHECKER = web.AppKey("key_checker", KeyChecker)
+BUILD = web.AppKey("build", BuildInfo)
+USER = web.RequestKey("user", Principal)  # set by the auth middleware on every non-public request

@@ -1,0 +1,114 @@
+"""The AI Assistant Settings row and the knowledge base's state and local full-text index."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Sequence
+from dataclasses import asdict, dataclass, fields
+from typing import Any
+
+from bot.ai.knowledge import KnowledgeDoc, SearchHit
+from bot.persistence.db import Database
+
+
+@dataclass(frozen=True, slots=True)
+class StoredAssistantSettings:
+    """What the settings page saved. None means "not set": the env value applies."""
+
+    use_stored: bool = False
+    openai_api_key_enc: str | None = None
+    model: str | None = None
+    instructions: str | None = None
+    client_name: str | None = None
+    autoreply: bool | None = None
+    reaction: bool | None = None
+    reaction_emoji: str | None = None
+    human_cooldown_seconds: int | None = None
+    burst_window_ms: int | None = None
+    kb_enabled: bool = False
+    kb_mode: str = "openai"
+    updated_at: float | None = None
+    updated_by: str | None = None
+
+
+_BOOLS = {"use_stored", "autoreply", "reaction", "kb_enabled"}
+_COLUMNS = [f.name for f in fields(StoredAssistantSettings)]
+
+
+class AssistantSettingsRepo:
+    """Reads and writes the single settings row."""
+
+    def __init__(self, db: Database) -> None:
+        self.db = db
+
+    async def get(self) -> StoredAssistantSettings:
+        """The saved settings (all defaults when the page was never saved)."""
+        row = await self.db.fetchone("SELECT * FROM assistant_settings WHERE id = 1")
+        if row is None:
+            return StoredAssistantSettings()
+        values: dict[str, Any] = {}
+        for name in _COLUMNS:
+            value = row[name]
+            values[name] = bool(value) if name in _BOOLS and value is not None else value
+        return StoredAssistantSettings(**values)
+
+    async def save(self, settings: StoredAssistantSettings, *, updated_by: str | None) -> None:
+        """Replace the row."""
+        data = asdict(settings)
+        data["updated_at"] = time.time()
+        data["updated_by"] = updated_by
+        for name in _BOOLS:
+            if data[name] is not None:
+                data[name] = int(data[name])
+        columns = ", ".join(_COLUMNS)
+        marks = ", ".join(f":{c}" for c in _COLUMNS)
+        await self.db.execute(
+            f"INSERT OR REPLACE INTO assistant_settings (id, {columns}) VALUES (1, {marks})", data
+        )
+
+
+_DOC_COLUMNS = [f.name for f in fields(KnowledgeDoc)]
+
+
+class KnowledgeRepo:
+    """The knowledge base row (one PDF at a time) and the local FTS5 index of its pages."""
+
+    def __init__(self, db: Database) -> None:
+        self.db = db
+
+    async def get(self) -> KnowledgeDoc | None:
+        """The current document, if any."""
+        row = await self.db.fetchone("SELECT * FROM knowledge_base WHERE id = 1")
+        if row is None:
+            return None
+        return KnowledgeDoc(**{name: row[name] for name in _DOC_COLUMNS})
+
+    async def put(self, doc: KnowledgeDoc) -> None:
+        """Create or replace the document row."""
+        columns = ", ".join(_DOC_COLUMNS)
+        marks = ", ".join(f":{c}" for c in _DOC_COLUMNS)
+        await self.db.execute(
+            f"INSERT OR REPLACE INTO knowledge_base (id, {columns}) VALUES (1, {marks})", asdict(doc)
+        )
+
+    async def set_pages(self, pages: Sequence[str]) -> None:
+        """Replace the local index with these pages (numbered from 1)."""
+        async with self.db.transaction() as conn:
+            await conn.execute("DELETE FROM kb_pages")
+            await conn.executemany(
+                "INSERT INTO kb_pages (text, page) VALUES (?, ?)",
+                [(text, number) for number, text in enumerate(pages, start=1) if text.strip()],
+            )
+
+    async def page_count(self) -> int:
+        """How many pages the local index holds."""
+        return int(await self.db.scalar("SELECT COUNT(*) FROM kb_pages") or 0)
+
+    async def search(self, query: str, limit: int) -> list[SearchHit]:
+        """Best-matching pages for an FTS5 query, with the matching passage."""
+        rows = await self.db.fetchall(
+            "SELECT page, snippet(kb_pages, 0, '', '', ' … ', 48) AS passage FROM kb_pages "
+            "WHERE kb_pages MATCH ? ORDER BY bm25(kb_pages) LIMIT ?",
+            (query, limit),
+        )
+        return [SearchHit(page=int(r["page"]), text=r["passage"]) for r in rows]

@@ -1,0 +1,66 @@
+"""Read-only counts across tables for the diagnostics page."""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass
+
+from bot.persistence.db import Database
+
+
+@dataclass(frozen=True, slots=True)
+class SessionCounts:
+    """Stored conversations and how many a human holds."""
+
+    stored: int
+    paused: int
+    needs_human: int
+
+
+@dataclass(frozen=True, slots=True)
+class Traffic:
+    """WhatsApp messages over a window."""
+
+    incoming: int
+    outgoing: int
+    failed_by_code: dict[str, int]
+    last_inbound_at: float | None
+    last_outbound_at: float | None
+
+
+class StatsRepo:
+    """Counts only: nothing here writes."""
+
+    def __init__(self, db: Database) -> None:
+        self.db = db
+
+    async def sessions(self) -> SessionCounts:
+        """Stored sessions, paused now, and waiting for a person."""
+        row = await self.db.fetchone(
+            "SELECT COUNT(*) AS stored, "
+            "COALESCE(SUM(paused = 1 AND (paused_until IS NULL OR paused_until > ?)), 0) AS paused, "
+            "COALESCE(SUM(needs_human = 1), 0) AS needs_human FROM conversations",
+            (time.time(),),
+        )
+        assert row is not None
+        return SessionCounts(stored=row["stored"], paused=row["paused"], needs_human=row["needs_human"])
+
+    async def traffic(self, window_seconds: float = 24 * 3600) -> Traffic:
+        """Incoming (inbox) and outgoing (outbox) messages, and failed sends by Graph error code."""
+        since = time.time() - window_seconds
+        incoming = await self.db.scalar("SELECT COUNT(*) FROM inbox WHERE received_at >= ?", (since,))
+        outgoing = await self.db.scalar("SELECT COUNT(*) FROM outbox WHERE created_at >= ?", (since,))
+        failed = await self.db.fetchall(
+            "SELECT COALESCE(CAST(error_code AS TEXT), 'none') AS code, COUNT(*) AS count FROM outbox "
+            "WHERE status = 'failed' AND created_at >= ? GROUP BY code ORDER BY count DESC",
+            (since,),
+        )
+        last_in = await self.db.scalar("SELECT MAX(received_at) FROM inbox")
+        last_out = await self.db.scalar("SELECT MAX(created_at) FROM outbox")
+        return Traffic(
+            incoming=int(incoming or 0),
+            outgoing=int(outgoing or 0),
+            failed_by_code={r["code"]: r["count"] for r in failed},
+            last_inbound_at=last_in,
+            last_outbound_at=last_out,
+        )

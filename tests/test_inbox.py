@@ -1,0 +1,204 @@
+"""Operator inbox: live events, test chat, paging, media proxy, contacts, and Prometheus metrics."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+
+from aiohttp.test_utils import TestClient
+
+from tests.conftest import API_TOKEN, ClientFactory, post_webhook
+from tests.fakes.graph_server import FakeGraph
+from tests.fakes.meta import load_sample, status_update, text_message
+from tests.fakes.openai_server import FakeOpenAI
+from tests.helpers import repos_of, sign_in, wait_handled, wait_until
+
+AUTH = {"Authorization": f"Bearer {API_TOKEN}"}
+PHONE = "393330000000"
+
+
+async def read_events(resp: object, want: int, timeout: float = 5.0) -> list[tuple[str, str, str]]:
+    """Read SSE frames (id, event, data) until `want` events arrived."""
+    events: list[tuple[str, str, str]] = []
+    frame: dict[str, str] = {}
+
+    async def reader() -> None:
+        async for raw in resp.content:  # type: ignore[attr-defined]
+            line = raw.decode().rstrip("\n")
+            if not line:
+                if "event" in frame:
+                    events.append((frame.get("id", ""), frame["event"], frame.get("data", "")))
+                    if len(events) >= want:
+                        return
+                frame.clear()
+                continue
+            if line.startswith(":"):
+                continue
+            key, _, value = line.partition(": ")
+            frame[key] = value
+
+    await asyncio.wait_for(reader(), timeout)
+    return events
+
+
+async def test_inbox_page_needs_sign_in_and_renders(client: TestClient) -> None:
+    resp = await client.get("/inbox", allow_redirects=False)
+    assert resp.status in (302, 303)
+    assert "/login" in resp.headers["Location"]
+    await sign_in(client)
+    page = await (await client.get("/inbox")).text()
+    assert 'id="conversations"' in page and "Test chat" in page and "/static/inbox.js" in page
+    script = await client.get("/static/inbox.js")
+    assert script.status == 200 and "EventSource" in await script.text()
+
+
+async def test_new_message_arrives_live_and_reconnect_catches_up(
+    client: TestClient, fake_graph: FakeGraph
+) -> None:
+    await sign_in(client)
+    stream = await client.get("/inbox/events")
+    assert stream.status == 200 and stream.headers["Content-Type"].startswith("text/event-stream")
+    started = time.monotonic()
+    await post_webhook(client, text_message("wamid.LIVE1", PHONE, "Ciao, ci siete?"))
+    first = await read_events(stream, 1)
+    assert time.monotonic() - started < 1.0
+    assert first[0][1] == "message" and '"author":"customer"' in first[0][2]
+    last_seen = first[0][0]
+    stream.close()
+    # While disconnected: the AI reply and a status change happen.
+    await fake_graph.wait_for_sent(1)
+    await wait_handled(client, 1)
+    wamid = await repos_of(client).db.scalar("SELECT wamid FROM outbox")
+
+    async def sent() -> bool:
+        return wamid is not None
+    await wait_until(sent)
+    await post_webhook(client, status_update(wamid, "read", PHONE))
+    again = await client.get("/inbox/events", headers={"Last-Event-ID": last_seen})
+    missed = await read_events(again, 2)
+    kinds = [kind for _, kind, _ in missed]
+    assert "message" in kinds
+    assert int(missed[0][0]) > int(last_seen)
+    again.close()
+
+
+async def test_test_chat_runs_the_pipeline_without_whatsapp(
+    client: TestClient, fake_openai: FakeOpenAI, fake_graph: FakeGraph
+) -> None:
+    csrf = await sign_in(client)
+    resp = await client.post("/api/test-chat/messages", json={"text": "Buongiorno, avete il pane integrale?"},
+                             headers={"X-CSRF-Token": csrf})
+    assert resp.status == 202
+    conversation = (await resp.json())["conversation"]
+    assert conversation == "test-admin"
+
+    async def replied() -> list[dict[str, object]] | None:
+        resp = await client.get(f"/api/conversations/{conversation}/messages")
+        if resp.status != 200:
+            return None  # the conversation row is created by the first turn
+        data = await resp.json()
+        replies = [m for m in data["messages"] if m["author"] == "ai"]
+        return replies or None
+
+    replies = await wait_until(replied, what="the test chat reply")
+    assert replies[0]["text"] == "Echo: Buongiorno, avete il pane integrale?"
+    assert fake_graph.sent == [] and fake_graph.read_marks == []
+    assert len(fake_openai.responses_requests()) == 1
+    listing = await (await client.get("/api/conversations", headers=AUTH)).json()
+    assert listing["conversations"][0]["is_test"] is True
+    metrics = await (await client.get("/metrics", headers=AUTH)).text()
+    assert 'bot_messages_in_total{type="text"}' not in metrics
+    # The same takeover rules apply: an operator message in the test chat pauses it, nothing leaves.
+    await client.post(f"/api/conversations/{conversation}/messages", json={"text": "Sono un operatore"},
+                      headers=AUTH)
+    assert fake_graph.sent == []
+    await client.post("/api/test-chat/messages", json={"text": "ancora io"}, headers={"X-CSRF-Token": csrf})
+    await wait_handled(client, 2)
+    assert len(fake_openai.responses_requests()) == 1
+
+
+async def test_test_chat_rejects_bad_input(client: TestClient) -> None:
+    for body in (b"nope", b"{}", b'{"text": 5}', b'{"text": "   "}'):
+        resp = await client.post("/api/test-chat/messages", data=body, headers=AUTH)
+        assert resp.status == 400
+
+
+async def test_list_is_paged_searchable_and_indexed(client: TestClient, fake_graph: FakeGraph) -> None:
+    repos = repos_of(client)
+    now = time.time()
+    async with repos.db.transaction() as conn:
+        await conn.executemany(
+            "INSERT INTO conversations (phone_number_id, customer_id, wa_id, profile_name, session_id, created_at, "
+            "updated_at, last_activity_at, needs_human) VALUES ('1', ?, ?, ?, ?, ?, ?, ?, ?)",
+            [(f"39300{i:07d}", f"39300{i:07d}", f"Cliente {i}", f"s_{i}", now, now, now - i, int(i == 7777))
+             for i in range(10_000)],
+        )
+    started = time.monotonic()
+    page = await (await client.get("/api/conversations?limit=50", headers=AUTH)).json()
+    elapsed = time.monotonic() - started
+    assert len(page["conversations"]) == 50
+    assert page["conversations"][0]["name"] == "Cliente 7777"  # needs human first
+    assert page["conversations"][1]["name"] == "Cliente 0"
+    second = await (await client.get("/api/conversations?limit=50&offset=50", headers=AUTH)).json()
+    assert second["conversations"][0]["name"] == "Cliente 49"
+    found = await (await client.get("/api/conversations?q=Cliente 1234", headers=AUTH)).json()
+    assert [c["name"] for c in found["conversations"]] == ["Cliente 1234"]
+    plan = await repos.db.fetchall(
+        "EXPLAIN QUERY PLAN SELECT * FROM conversations ORDER BY needs_human DESC, last_activity_at DESC LIMIT 50"
+    )
+    assert any("conversations_activity" in str(tuple(r)) for r in plan)
+    assert elapsed < 2.0, "a page of the list must not load the whole table"
+    bad = await client.get("/api/conversations?limit=abc", headers=AUTH)
+    assert bad.status == 400
+
+
+async def test_media_proxy_and_contacts(client: TestClient, fake_graph: FakeGraph) -> None:
+    fake_graph.media["1000000000000101"] = (b"\xff\xd8\xff\xe0photo", "image/jpeg")
+    await post_webhook(client, load_sample("image"))
+    await fake_graph.wait_for_sent(1)
+    thread = await (await client.get(f"/api/conversations/{PHONE}/messages", headers=AUTH)).json()
+    image = next(m for m in thread["messages"] if m["type"] == "image")
+    assert image["media"].startswith("/api/media/")
+    photo = await client.get(image["media"], headers=AUTH)
+    assert photo.status == 200 and photo.content_type == "image/jpeg"
+    assert await photo.read() == b"\xff\xd8\xff\xe0photo"
+    assert (await client.get("/api/media/999", headers=AUTH)).status == 404
+    assert (await client.get(image["media"])).status == 401
+    contacts = await (await client.get("/api/contacts", headers=AUTH)).json()
+    assert contacts["contacts"][0]["name"] == "Test User"
+
+
+async def test_metrics_after_a_known_scenario(
+    make_client: ClientFactory, fake_openai: FakeOpenAI, fake_graph: FakeGraph
+) -> None:
+    from tests.fakes.graph_server import GraphFailure
+    from tests.fakes.openai_server import CallTools, Fail
+
+    client = await make_client()
+    fake_openai.script.extend([CallTools([("search_products", {"query": "pane", "limit": None})])])
+    await post_webhook(client, text_message("wamid.M1", PHONE, "avete del pane?"))
+    await post_webhook(client, text_message("wamid.M1", PHONE, "avete del pane?"))  # a duplicate
+    await fake_graph.wait_for_sent(1)
+    await wait_handled(client, 1)
+    fake_graph.errors.append(GraphFailure(400, 131047, "Re-engagement message"))
+    fake_openai.script.append(Fail(401, code="invalid_api_key", message="bad key"))
+    await post_webhook(client, text_message("wamid.M2", "393330000009", "hello there, anyone around?"))
+    await wait_handled(client, 2)
+
+    async def failed_send() -> bool:
+        text = await (await client.get("/metrics", headers=AUTH)).text()
+        return 'bot_send_failures_total{code="131047"} 1.0' in text
+
+    await wait_until(failed_send, what="the failed send to be counted")
+    text = await (await client.get("/metrics", headers=AUTH)).text()
+    assert 'bot_messages_in_total{type="text"} 2.0' in text
+    assert "bot_duplicate_deliveries_total 1.0" in text
+    assert 'bot_messages_out_total{author="ai"} 1.0' in text
+    assert 'bot_tool_calls_total{outcome="ok",tool="search_products"} 1.0' in text
+    assert 'bot_errors_total{type="openai_auth"} 1.0' in text
+    assert 'bot_turn_seconds_count{outcome="answered"} 1.0' in text
+    assert 'bot_turn_seconds_count{outcome="failed"} 1.0' in text
+    assert "bot_model_call_seconds_count 3.0" in text
+    assert "bot_live_actors 2.0" in text
+    assert "bot_inbox_pending 0.0" in text
+    assert (await client.get("/metrics")).status == 401
