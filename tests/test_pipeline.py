@@ -7,7 +7,6 @@ import random
 from typing import Any
 
 import orjson
-from aiohttp.test_utils import TestClient
 
 from tests.conftest import ClientFactory, post_webhook
 from tests.fakes.graph_server import FakeGraph, GraphFailure

@@ -176,6 +176,8 @@ async def test_autoreply_off_stores_and_sends_nothing(
     assert await wait_handled(client, 1) == {"wamid.AR": "ignored"}
     assert fake_openai.responses_requests() == []
     assert fake_graph.sent == [] and fake_graph.read_marks == []
+    # The customer still becomes a CRM contact, named from their WhatsApp profile.
+    assert await repos_of(client).db.scalar("SELECT name FROM contacts") == "Test User"
 
 
 async def test_reaction_and_read_receipt_around_the_turn(

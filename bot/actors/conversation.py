@@ -140,6 +140,8 @@ class ConversationActor(Actor[ConversationKey]):
         repos = self.deps.repos
         ids = [r.id for r in rows]
         await repos.conversations.touch(conv.id, inbound=True, preview=rows[-1].text or f"[{rows[-1].type}]")
+        # Every customer gets a CRM contact on their first message, even when the AI will not answer.
+        await self.deps.tool_context(conv, conv.language)
         if not settings.autoreply:
             await repos.inbox.set_status(ids, "ignored", error="auto-reply is off")
             return "autoreply_off"
