@@ -19,11 +19,15 @@ SIGNATURE_HEADER = "X-Hub-Signature-256"
 
 
 def samples_dir() -> Path:
-    """The samples directory: `$BOT_SAMPLES_DIR`, else `<repo>/../shared/whatsapp-samples`."""
+    """The samples directory: `$BOT_SAMPLES_DIR`, else the copy kept in tests/fakes/samples.
+
+    The files are the real-shaped Meta payloads of the project's shared/whatsapp-samples, copied so a
+    clone runs its tests wherever it is checked out.
+    """
     override = os.environ.get("BOT_SAMPLES_DIR")
     if override:
         return Path(override)
-    return Path(__file__).resolve().parents[3] / "shared" / "whatsapp-samples"
+    return Path(__file__).resolve().parent / "samples"
 
 
 def load_sample(name: str) -> bytes:
