@@ -16,7 +16,7 @@ run: $(STAMP)
 	$(BIN)/python run.py
 
 lint: $(STAMP)
-	$(BIN)/ruff check bot tests bench run.py
+	$(BIN)/ruff check bot tests run.py $(wildcard bench)
 
 typecheck: $(STAMP)
 	$(BIN)/mypy
