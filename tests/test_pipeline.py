@@ -271,3 +271,31 @@ async def test_outbox_row_exists_before_the_send(
     await fake_graph.wait_for_sent(1)
     body = orjson.dumps(fake_graph.sent[0])
     assert b"Echo: ciao" in body
+
+
+async def test_chain_older_than_30_days_is_not_sent(
+    make_client: ClientFactory, fake_openai: FakeOpenAI, fake_graph: FakeGraph
+) -> None:
+    import time
+
+    client = await make_client()
+    await post_webhook(client, text_message("wamid.OLD1", PHONE, "prima domanda"))
+    await fake_graph.wait_for_sent(1)
+    await repos_of(client).db.execute("UPDATE conversations SET last_response_at = ?", (time.time() - 31 * 86400,))
+    await post_webhook(client, text_message("wamid.OLD2", PHONE, "seconda domanda"))
+    await fake_graph.wait_for_sent(2)
+    requests = fake_openai.responses_requests()
+    assert len(requests) == 2  # no wasted call with a dead id
+    assert not requests[1].get("previous_response_id")
+
+
+async def test_model_timeouts_are_retried(
+    make_client: ClientFactory, fake_openai: FakeOpenAI, fake_graph: FakeGraph
+) -> None:
+    from tests.fakes.openai_server import Hang
+
+    client = await make_client(openai_timeout_seconds=0.3)
+    fake_openai.script.extend([Hang(5), Reply("dopo l'attesa")])
+    await post_webhook(client, text_message("wamid.TO1", PHONE, "ci sei?"))
+    await fake_graph.wait_for_sent(1)
+    assert fake_graph.texts() == ["dopo l'attesa"]
