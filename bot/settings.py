@@ -8,6 +8,8 @@ from typing import Protocol
 from bot.ai.engine import AISettings
 from bot.config import Config
 
+LOCAL_KB_TOOL = "search_knowledge_base"
+
 
 @dataclass(frozen=True, slots=True)
 class RuntimeSettings:
@@ -39,6 +41,8 @@ def settings_from_config(config: Config) -> RuntimeSettings:
             model=config.model,
             instructions=config.instructions,
             client_name=config.client_name,
+            # Without a stored, ready local knowledge base there is nothing for this tool to search.
+            hidden_tools=frozenset({LOCAL_KB_TOOL}),
         ),
         autoreply=config.autoreply,
         reaction=config.reaction,

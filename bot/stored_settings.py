@@ -18,7 +18,7 @@ from bot.ai.knowledge import MODES, file_search_tools
 from bot.config import Config
 from bot.persistence.assistant import AssistantSettingsRepo, KnowledgeRepo, StoredAssistantSettings
 from bot.secrets import SecretBox, SecretUnreadable, mask
-from bot.settings import RuntimeSettings, settings_from_config
+from bot.settings import LOCAL_KB_TOOL, RuntimeSettings, settings_from_config
 
 log = structlog.get_logger("bot.settings")
 
@@ -208,15 +208,18 @@ class StoredSettings:
         self._clock = clock
         self._cached: RuntimeSettings | None = None
         self._expires = 0.0
+        self._generation = 0
 
     def invalidate(self) -> None:
         """Forget the cached settings: the next turn reads the database."""
         self._cached = None
+        self._generation += 1
 
     async def current(self) -> RuntimeSettings:
         """The settings for the next turn."""
         if self._cached is not None and self._clock() < self._expires:
             return self._cached
+        generation = self._generation
         stored = await self._repo.get()
         doc = await self._knowledge.get()
         settings = self._env
@@ -238,11 +241,18 @@ class StoredSettings:
                 burst_window_ms=_or(stored.burst_window_ms, env.burst_window_ms),
                 handoff_keywords=env.handoff_keywords,
             )
+        local_ready = bool(stored.kb_enabled and doc is not None and doc.mode == "local" and doc.status == "ready")
+        hidden = settings.ai.hidden_tools - {LOCAL_KB_TOOL}
+        if not local_ready:
+            hidden = hidden | {LOCAL_KB_TOOL}
+        settings = replace(settings, ai=replace(settings.ai, hidden_tools=hidden))
         extra = file_search_tools(doc, enabled=stored.kb_enabled)
         if extra:
             settings = replace(settings, ai=replace(settings.ai, extra_tools=(*settings.ai.extra_tools, *extra)))
-        self._cached = settings
-        self._expires = self._clock() + self._ttl
+        # A save during the reads above must not be hidden behind this (older) result.
+        if generation == self._generation:
+            self._cached = settings
+            self._expires = self._clock() + self._ttl
         return settings
 
     def _stored_key(self, stored: StoredAssistantSettings) -> tuple[str, str | None]:
@@ -289,13 +299,15 @@ class StoredSettings:
             updated_by=stored.updated_by,
         )
 
-    async def key_for_test(self, change: KeyChange) -> str:
-        """The key a "Test connection" should use: the one just typed, else the one that would be in force."""
+    async def key_for_test(self, change: KeyChange, *, use_stored: bool) -> str:
+        """The key a "Test connection" should use: the one just typed, else the one the form would put in force."""
         if change.action == "set":
             return change.value
-        stored = await self._repo.get()
-        stored_key, _problem = self._stored_key(stored)
-        return stored_key or self._env.ai.api_key
+        if use_stored and change.action == "keep":
+            stored_key, _problem = self._stored_key(await self._repo.get())
+            if stored_key:
+                return stored_key
+        return self._env.ai.api_key
 
     async def save(self, checked: Validated, *, updated_by: str | None) -> None:
         """Store a validated submission (the key encrypted) and apply it from the next turn."""

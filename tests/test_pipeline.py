@@ -43,6 +43,9 @@ async def test_every_call_sends_model_instructions_and_safety_identifier(
     assert "previous_response_id" not in first or first["previous_response_id"] is None
     assert second["previous_response_id"] == fake_openai.last_response_ids()[0]
     assert first["safety_identifier"] == second["safety_identifier"]
+    names = {tool["name"] for tool in first["tools"] if tool["type"] == "function"}
+    assert {"search_products", "create_order", "update_contact", "generate_order_confirmation_form"} <= names
+    assert "search_knowledge_base" not in names  # offered only while a local knowledge base is ready
     assert PHONE not in first["safety_identifier"]
 
 

@@ -36,6 +36,8 @@ class AISettings:
     instructions: str
     client_name: str
     extra_tools: tuple[dict[str, Any], ...] = ()
+    # Function tools not to offer this turn (e.g. the local knowledge-base search while it is off).
+    hidden_tools: frozenset[str] = frozenset()
 
 
 @dataclass(frozen=True, slots=True)
@@ -239,7 +241,10 @@ class Engine:
             with_context(render_instructions(settings.instructions, settings.client_name),
                          language=session.language, extra=context_lines)
         )
-        tools = [*self.tools.specs(), *settings.extra_tools]
+        tools = [
+            *(spec for spec in self.tools.specs() if spec.get("name") not in settings.hidden_tools),
+            *settings.extra_tools,
+        ]
         base: dict[str, Any] = {
             "model": settings.model,
             "instructions": instructions,

@@ -16,6 +16,7 @@ from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any, Protocol
+from urllib.parse import unquote
 
 import openai
 import structlog
@@ -368,5 +369,6 @@ def _sha256(path: Path) -> str:
 
 def _display_name(filename: str) -> str:
     """The name a person uploaded, without any folder part and within a sane length."""
-    name = filename.replace("\\", "/").rsplit("/", 1)[-1].strip() or "knowledge.pdf"
+    # Some clients percent-encode the multipart filename (aiohttp does; browsers send it as is).
+    name = unquote(filename).replace("\\", "/").rsplit("/", 1)[-1].strip() or "knowledge.pdf"
     return "".join(ch for ch in name if ch.isprintable())[:200]

@@ -12,7 +12,7 @@ from aiohttp import web
 from bot.actors.media import MAX_MEDIA_BYTES
 from bot.actors.takeover import WindowClosed
 from bot.persistence.conversations import Conversation
-from bot.web.keys import REPOS, SENDER, TAKEOVER
+from bot.web.keys import REPOS, SENDER, TAKEOVER, USER
 from bot.whatsapp.client import GraphError
 from bot.whatsapp.text import MAX_TEXT
 
@@ -149,9 +149,9 @@ async def send_operator_message(request: web.Request) -> web.Response:
         return _error(400, '"text" must be a non-empty string')
     if len(text) > MAX_TEXT:
         return _error(400, f'"text" is longer than WhatsApp allows ({MAX_TEXT} characters)')
-    user = request.get("user")
+    user = request.get(USER)
     try:
-        row_id = await request.app[TAKEOVER].operator_message(conv, text.strip(), user=getattr(user, "name", None))
+        row_id = await request.app[TAKEOVER].operator_message(conv, text.strip(), user=user.username if user else None)
     except WindowClosed as exc:
         return _error(409, str(exc))
     row = await request.app[REPOS].outbox.get(row_id)

@@ -130,7 +130,8 @@ async def test_connection(request: web.Request) -> web.Response:
         errors = {k: v for k, v in checked.errors.items() if k in ("model", "openai_api_key")}
         return await _page(request, status=400, values=checked.values, errors=errors)
     current = (await request.app[SETTINGS].current()).ai
-    ai = replace(current, api_key=await stored.key_for_test(checked.key), model=checked.values["model"])
+    key = await stored.key_for_test(checked.key, use_stored=bool(checked.values["use_stored"]))
+    ai = replace(current, api_key=key, model=checked.values["model"])
     result = await request.app[KEY_CHECKER].check(ai, fresh=True)
     await request.app[REPOS].audit.record("connection_tested", detail=f"ok={result.ok}", **audit_fields(request))
     return await _page(request, values=checked.values, test=result)

@@ -105,7 +105,7 @@ async def test_sign_in_wrong_password_and_open_redirects(client: TestClient) -> 
     for evil in ("https://evil.example/", "//evil.example/x", "/\\evil.example"):
         resp = await sign_in(client, next_path=evil)
         assert resp.status == 303
-        assert resp.headers["Location"] == "/ai-diagnostics"
+        assert resp.headers["Location"] == "/inbox"
         await client.post("/logout", data={"csrf_token": csrf_in(await (await client.get("/ai-diagnostics")).text())})
 
 

@@ -33,7 +33,8 @@ document.addEventListener("DOMContentLoaded", () => {
             status.dataset.status = kb.status;
             status.className = "status status-" + kb.status;
             status.textContent = kb.status === "ready"
-              ? "Ready: “" + kb.filename + "” (" + kb.pages + " pages). The assistant uses it from now on."
+              ? "Ready: “" + kb.filename + "” (" + kb.pages + " pages)."
+                + (kb.enabled ? " The assistant uses it from now on." : " Tick “Enable PDF knowledge base” to use it.")
               : "Failed: " + (kb.error || "unknown reason");
             return;
           }
