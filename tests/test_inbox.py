@@ -202,3 +202,18 @@ async def test_metrics_after_a_known_scenario(
     assert "bot_live_actors 2.0" in text
     assert "bot_inbox_pending 0.0" in text
     assert (await client.get("/metrics")).status == 401
+
+
+async def test_test_chats_stay_out_of_the_whatsapp_counts(client: TestClient, fake_graph: FakeGraph) -> None:
+    await post_webhook(client, text_message("wamid.REAL", PHONE, "Buongiorno"))
+    await fake_graph.wait_for_sent(1)
+    await client.post("/api/test-chat/messages", json={"text": "prova"}, headers=AUTH)
+    await wait_handled(client, 2)
+
+    async def test_reply() -> bool:
+        return bool(await repos_of(client).db.scalar("SELECT COUNT(*) FROM outbox WHERE phone_number_id = 'test'"))
+
+    await wait_until(test_reply, what="the test chat reply")
+    diagnostics = await (await client.get("/api/diagnostics", headers=AUTH)).json()
+    text = str(diagnostics)
+    assert "'incoming': 1" in text and "'outgoing': 1" in text

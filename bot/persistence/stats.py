@@ -5,6 +5,7 @@ from __future__ import annotations
 import time
 from dataclasses import dataclass
 
+from bot.persistence.conversations import TEST_NUMBER_ID as TEST
 from bot.persistence.db import Database
 
 
@@ -46,17 +47,21 @@ class StatsRepo:
         return SessionCounts(stored=row["stored"], paused=row["paused"], needs_human=row["needs_human"])
 
     async def traffic(self, window_seconds: float = 24 * 3600) -> Traffic:
-        """Incoming (inbox) and outgoing (outbox) messages, and failed sends by Graph error code."""
+        """WhatsApp incoming and outgoing messages, and failed sends by Graph error code (test chats left out)."""
         since = time.time() - window_seconds
-        incoming = await self.db.scalar("SELECT COUNT(*) FROM inbox WHERE received_at >= ?", (since,))
-        outgoing = await self.db.scalar("SELECT COUNT(*) FROM outbox WHERE created_at >= ?", (since,))
+        incoming = await self.db.scalar(
+            "SELECT COUNT(*) FROM inbox WHERE received_at >= ? AND phone_number_id != ?", (since, TEST)
+        )
+        outgoing = await self.db.scalar(
+            "SELECT COUNT(*) FROM outbox WHERE created_at >= ? AND phone_number_id != ?", (since, TEST)
+        )
         failed = await self.db.fetchall(
             "SELECT COALESCE(CAST(error_code AS TEXT), 'none') AS code, COUNT(*) AS count FROM outbox "
-            "WHERE status = 'failed' AND created_at >= ? GROUP BY code ORDER BY count DESC",
-            (since,),
+            "WHERE status = 'failed' AND created_at >= ? AND phone_number_id != ? GROUP BY code ORDER BY count DESC",
+            (since, TEST),
         )
-        last_in = await self.db.scalar("SELECT MAX(received_at) FROM inbox")
-        last_out = await self.db.scalar("SELECT MAX(created_at) FROM outbox")
+        last_in = await self.db.scalar("SELECT MAX(received_at) FROM inbox WHERE phone_number_id != ?", (TEST,))
+        last_out = await self.db.scalar("SELECT MAX(created_at) FROM outbox WHERE phone_number_id != ?", (TEST,))
         return Traffic(
             incoming=int(incoming or 0),
             outgoing=int(outgoing or 0),
