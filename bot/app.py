@@ -20,6 +20,7 @@ from bot.actors.takeover import Takeover
 from bot.ai.engine import AISettings, Engine, ToolRunner
 from bot.ai.keycheck import KeyChecker
 from bot.ai.knowledge import KnowledgeBase
+from bot.backoff import Backoff
 from bot.buildinfo import collect_build_info
 from bot.config import Config
 from bot.metrics import CountingTools, Metrics
@@ -74,6 +75,7 @@ def build_app(
     app[CONFIG] = config
     app[STARTED_AT] = time.time()
     metrics = Metrics()
+    backoff = Backoff(base=config.retry_base_seconds, maximum=config.retry_max_seconds, attempts=config.max_attempts)
     app[METRICS] = metrics
     live = LiveHub()
     app[LIVE] = live
@@ -125,9 +127,7 @@ def build_app(
         engine = Engine(
             tools=tool_runner,
             max_concurrent=config.max_concurrent_ai,
-            max_attempts=config.max_attempts,
-            retry_base_seconds=config.retry_base_seconds,
-            retry_max_seconds=config.retry_max_seconds,
+            backoff=backoff,
             timeout_seconds=config.openai_timeout_seconds,
             max_tool_rounds=config.max_tool_rounds,
             on_model_call=metrics.model_latency.observe,
@@ -180,9 +180,7 @@ def build_app(
         outbound = Outbound(
             repos=repos,
             sender=app[SENDER],
-            max_attempts=config.max_attempts,
-            retry_base_seconds=config.retry_base_seconds,
-            retry_max_seconds=config.retry_max_seconds,
+            backoff=backoff,
             on_sent=reply_sent,
             on_failed=lambda code: metrics.send_failures.labels(code=str(code or "network")).inc(),
         )
@@ -206,9 +204,7 @@ def build_app(
             takeover=takeover,
             settings=settings_source,
             tool_context=tool_context,
-            max_attempts=config.max_attempts,
-            retry_base_seconds=config.retry_base_seconds,
-            retry_max_seconds=config.retry_max_seconds,
+            backoff=backoff,
             idle_seconds=config.actor_idle_seconds,
             on_turn=turn_finished,
         )

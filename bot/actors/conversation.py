@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import asyncio
-import random
 import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
@@ -18,6 +17,7 @@ from bot.actors.takeover import Takeover
 from bot.ai.engine import AIError, Engine, Session, TurnResult
 from bot.ai.language import detect_language
 from bot.ai.privacy import make_redactor, mask_phone
+from bot.backoff import Backoff
 from bot.persistence import Repositories
 from bot.persistence.conversations import Conversation
 from bot.persistence.inbox import InboxRow
@@ -61,9 +61,7 @@ class ConversationDeps:
     takeover: Takeover
     settings: SettingsSource
     tool_context: ToolContextFactory
-    max_attempts: int
-    retry_base_seconds: float
-    retry_max_seconds: float
+    backoff: Backoff
     idle_seconds: float
     on_turn: Callable[[str, float], None] | None = None
 
@@ -167,11 +165,10 @@ class ConversationActor(Actor[ConversationKey]):
                 log.exception("turn_crashed", attempt=attempt)
             await repos.errors.record(kind, reason, session_id=conv.session_id)
             await repos.inbox.record_attempt(ids, reason)
-            if not retryable or attempt >= self.deps.max_attempts:
+            if not retryable or self.deps.backoff.exhausted(attempt):
                 await self._give_up(conv, rows, reason)
                 return "failed"
-            delay = min(self.deps.retry_max_seconds, self.deps.retry_base_seconds * 2 ** (attempt - 1))
-            await asyncio.sleep(delay * (0.75 + random.random() / 2))
+            await asyncio.sleep(self.deps.backoff.delay(attempt))
             # Messages that came in while we waited join this turn, in order.
             more = [m.inbox_id for m in self.peek_all() if isinstance(m, Inbound)]
             if more:

@@ -8,6 +8,7 @@ from typing import Protocol
 
 import structlog
 
+from bot.backoff import Backoff
 from bot.persistence import Repositories
 from bot.persistence.conversations import Conversation
 from bot.persistence.outbox import OutboxRow
@@ -35,14 +36,12 @@ class Sender(Protocol):
 class Outbound:
     """Sends queued outbox rows. Test-chat conversations never reach Graph: `local_delivery` takes them."""
 
-    def __init__(self, *, repos: Repositories, sender: Sender, max_attempts: int, retry_base_seconds: float,
-                 retry_max_seconds: float, on_sent: Callable[[OutboxRow, Conversation], None] | None = None,
+    def __init__(self, *, repos: Repositories, sender: Sender, backoff: Backoff,
+                 on_sent: Callable[[OutboxRow, Conversation], None] | None = None,
                  on_failed: Callable[[int | None], None] | None = None) -> None:
         self.repos = repos
         self.sender = sender
-        self._max_attempts = max_attempts
-        self._base = retry_base_seconds
-        self._max = retry_max_seconds
+        self._backoff = backoff
         self._on_sent = on_sent
         self._on_failed = on_failed
 
@@ -74,7 +73,7 @@ class Outbound:
             try:
                 wamid = await self.sender.send_text(conv.phone_number_id, recipient, row.text)
             except GraphError as exc:
-                if not exc.retryable or attempt >= self._max_attempts:
+                if not exc.retryable or self._backoff.exhausted(attempt):
                     await repos.outbox.mark_failed(row.id, exc.code, exc.reason)
                     await repos.errors.record(f"send_failed:{exc.code or 'network'}", exc.reason,
                                               session_id=conv.session_id)
@@ -84,9 +83,7 @@ class Outbound:
                     return False
                 # Graph answered (or the network failed) without accepting it: safe to try again.
                 await repos.outbox.requeue(row.id, exc.reason)
-                delay = min(self._max, self._base * 2 ** (attempt - 1))
-                if exc.retry_after:
-                    delay = max(delay, min(exc.retry_after, 120.0))
+                delay = self._backoff.delay(attempt, exc.retry_after)
                 log.info("reply_retried", attempt=attempt, delay=round(delay, 2), reason=exc.reason)
                 await asyncio.sleep(delay)
                 continue

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import asyncio
 import hashlib
-import random
 import re
 import time
 from collections.abc import Awaitable, Callable, Sequence
@@ -18,6 +17,7 @@ import structlog
 
 from bot.ai.instructions import render_instructions, with_context
 from bot.ai.privacy import Redactor, redact_deep
+from bot.backoff import Backoff
 
 log = structlog.get_logger("bot.ai")
 
@@ -153,9 +153,7 @@ class Engine:
         *,
         tools: ToolRunner,
         max_concurrent: int,
-        max_attempts: int,
-        retry_base_seconds: float,
-        retry_max_seconds: float,
+        backoff: Backoff,
         timeout_seconds: float,
         max_tool_rounds: int,
         sleep: Callable[[float], Awaitable[None]] = asyncio.sleep,
@@ -163,9 +161,7 @@ class Engine:
     ) -> None:
         self.tools = tools
         self._semaphore = asyncio.Semaphore(max_concurrent)
-        self._max_attempts = max_attempts
-        self._retry_base = retry_base_seconds
-        self._retry_max = retry_max_seconds
+        self._backoff = backoff
         self._timeout = timeout_seconds
         self._max_rounds = max_tool_rounds
         self._sleep = sleep
@@ -213,15 +209,12 @@ class Engine:
                 if _is_chain_lost(exc):
                     raise
                 error = classify(exc)
-                if not error.retryable or attempt >= self._max_attempts:
+                if not error.retryable or self._backoff.exhausted(attempt):
                     if error.retryable:
                         error = AIError(f"{error} (gave up after {attempt} tries)", kind=error.kind,
                                         retryable=False)
                     raise error from exc
-                delay = min(self._retry_max, self._retry_base * 2 ** (attempt - 1))
-                delay = delay * (0.75 + random.random() / 2)
-                if error.retry_after is not None:
-                    delay = max(delay, error.retry_after)
+                delay = self._backoff.delay(attempt, error.retry_after)
                 log.warning("model_call_retried", attempt=attempt, delay=round(delay, 2), error=str(error))
                 await self._sleep(delay)
 

@@ -8,7 +8,7 @@ from dataclasses import dataclass
 
 import aiosqlite
 
-from bot.persistence.db import Database, Row
+from bot.persistence.db import Database, Row, row_to
 
 
 @dataclass(frozen=True, slots=True)
@@ -36,25 +36,7 @@ class Conversation:
     @classmethod
     def from_row(cls, row: Row) -> Conversation:
         """Build from a `SELECT *` row."""
-        return cls(
-            id=row["id"],
-            phone_number_id=row["phone_number_id"],
-            customer_id=row["customer_id"],
-            wa_id=row["wa_id"],
-            user_id=row["user_id"],
-            profile_name=row["profile_name"],
-            session_id=row["session_id"],
-            last_response_id=row["last_response_id"],
-            last_response_at=row["last_response_at"],
-            language=row["language"],
-            paused=bool(row["paused"]),
-            paused_until=row["paused_until"],
-            paused_since=row["paused_since"],
-            needs_human=bool(row["needs_human"]),
-            is_test=bool(row["is_test"]),
-            state=row["state"],
-            last_inbound_at=row["last_inbound_at"],
-        )
+        return row_to(cls, row)
 
     def is_paused(self, now: float) -> bool:
         """True while a human holds the conversation (a cooldown that has run out no longer holds)."""

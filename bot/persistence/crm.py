@@ -11,7 +11,7 @@ from typing import Literal
 
 import aiosqlite
 
-from bot.persistence.db import Database, Row
+from bot.persistence.db import Database, Row, row_to
 
 NameSource = Literal["whatsapp", "operator", "tool"]
 MAX_QUANTITY = 1000
@@ -42,21 +42,7 @@ class Contact:
     @classmethod
     def from_row(cls, row: Row) -> Contact:
         """Build from a `SELECT *` row."""
-        return cls(
-            id=row["id"],
-            phone_number_id=row["phone_number_id"],
-            customer_id=row["customer_id"],
-            wa_id=row["wa_id"],
-            user_id=row["user_id"],
-            name=row["name"],
-            name_source=row["name_source"],
-            email=row["email"],
-            company=row["company"],
-            language=row["language"],
-            notes=row["notes"],
-            created_at=row["created_at"],
-            updated_at=row["updated_at"],
-        )
+        return row_to(cls, row)
 
 
 class ContactRepo:
@@ -195,16 +181,7 @@ class Product:
     @classmethod
     def from_row(cls, row: Row) -> Product:
         """Build from a products row."""
-        return cls(
-            id=row["id"],
-            sku=row["sku"],
-            name=row["name"],
-            description=row["description"],
-            price_cents=row["price_cents"],
-            currency=row["currency"],
-            stock=row["stock"],
-            active=bool(row["active"]),
-        )
+        return row_to(cls, row)
 
 
 @dataclass(frozen=True, slots=True)

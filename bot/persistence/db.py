@@ -9,14 +9,30 @@ import stat
 import time
 from collections.abc import AsyncIterator, Iterable, Sequence
 from contextlib import asynccontextmanager, suppress
+from dataclasses import fields
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 import aiosqlite
 
 from bot.persistence.migrations import MIGRATIONS
 
 Row = aiosqlite.Row
+T = TypeVar("T")
+
+
+def row_to(cls: type[T], row: Row) -> T:
+    """Build a dataclass from a row by field name; SQLite's 0/1 become bools where the field says bool."""
+    keys = set(row.keys())
+    values: dict[str, Any] = {}
+    for f in fields(cls):  # type: ignore[arg-type]
+        if f.name not in keys:
+            continue
+        value = row[f.name]
+        if f.type in ("bool", bool) and value is not None:
+            value = bool(value)
+        values[f.name] = value
+    return cls(**values)
 
 
 class DatabaseUnavailable(RuntimeError):

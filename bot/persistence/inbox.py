@@ -8,7 +8,7 @@ from dataclasses import dataclass
 
 import orjson
 
-from bot.persistence.db import Database, Row
+from bot.persistence.db import Database, Row, row_to
 from bot.whatsapp.events import InboundMessage
 
 
@@ -33,21 +33,7 @@ class InboxRow:
     @classmethod
     def from_row(cls, row: Row) -> InboxRow:
         """Build from a `SELECT *` row."""
-        return cls(
-            id=row["id"],
-            wamid=row["wamid"],
-            phone_number_id=row["phone_number_id"],
-            customer_id=row["customer_id"],
-            wa_id=row["wa_id"],
-            user_id=row["user_id"],
-            profile_name=row["profile_name"],
-            type=row["type"],
-            text=row["text"],
-            payload=row["payload"],
-            status=row["status"],
-            attempts=row["attempts"],
-            received_at=row["received_at"],
-        )
+        return row_to(cls, row)
 
 
 class InboxRepo:

@@ -8,7 +8,7 @@ from dataclasses import dataclass
 
 import aiosqlite
 
-from bot.persistence.db import Database, Row
+from bot.persistence.db import Database, Row, row_to
 
 # Status order for delivery receipts. Meta does not promise order, so a late 'delivered' must
 # never undo a 'read'. 'failed' may only replace states before delivery.
@@ -38,19 +38,7 @@ class OutboxRow:
     @classmethod
     def from_row(cls, row: Row) -> OutboxRow:
         """Build from a `SELECT *` row."""
-        return cls(
-            id=row["id"],
-            phone_number_id=row["phone_number_id"],
-            customer_id=row["customer_id"],
-            author=row["author"],
-            kind=row["kind"],
-            text=row["text"],
-            reply_to_inbox_id=row["reply_to_inbox_id"],
-            status=row["status"],
-            wamid=row["wamid"],
-            attempts=row["attempts"],
-            error_reason=row["error_reason"],
-        )
+        return row_to(cls, row)
 
 
 class OutboxRepo:

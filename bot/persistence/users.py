@@ -5,7 +5,7 @@ from __future__ import annotations
 import time
 from dataclasses import dataclass
 
-from bot.persistence.db import Database, Row
+from bot.persistence.db import Database, Row, row_to
 
 ROLES = ("admin", "operator")
 
@@ -23,13 +23,7 @@ class User:
     @classmethod
     def from_row(cls, row: Row) -> User:
         """Build from a users row."""
-        return cls(
-            id=row["id"],
-            username=row["username"],
-            role=row["role"],
-            created_at=row["created_at"],
-            last_login_at=row["last_login_at"],
-        )
+        return row_to(cls, row)
 
 
 @dataclass(frozen=True, slots=True)
@@ -59,16 +53,7 @@ class ApiToken:
     @classmethod
     def from_row(cls, row: Row) -> ApiToken:
         """Build from an api_tokens row."""
-        return cls(
-            id=row["id"],
-            name=row["name"],
-            role=row["role"],
-            hint=row["hint"],
-            created_by=row["created_by"],
-            created_at=row["created_at"],
-            last_used_at=row["last_used_at"],
-            revoked_at=row["revoked_at"],
-        )
+        return row_to(cls, row)
 
 
 class UserExists(ValueError):
