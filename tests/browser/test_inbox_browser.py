@@ -34,6 +34,21 @@ async def server(tmp_path: Path, fake_openai: FakeOpenAI, fake_graph: FakeGraph)
     await srv.close()
 
 
+CHROMIUM_ARGS = ["--no-sandbox", "--disable-gpu", "--disable-background-networking",
+                 "--disable-component-update", "--disable-sync"]
+
+
+async def signed_in_inbox(browser: Any, base: str) -> Any:
+    """A page signed in as admin through the real login form, on /inbox."""
+    page = await browser.new_page(viewport={"width": 1100, "height": 800})
+    await page.goto(f"{base}/login?next=/inbox")
+    await page.fill("input[name=username]", "admin")
+    await page.fill("input[name=password]", "test-admin-password")
+    await page.click("button[type=submit]")
+    await page.wait_for_url(f"{base}/inbox")
+    return page
+
+
 async def deliver(server: TestServer, payload: dict[str, Any]) -> None:
     """POST a signed webhook as Meta would."""
     import aiohttp
@@ -57,18 +72,9 @@ async def test_inbox_live_takeover_and_hand_back(
     ARTIFACTS.mkdir(exist_ok=True)
     base = str(server.make_url("/")).rstrip("/")
     async with async_playwright() as p:
-        browser = await p.chromium.launch(
-            executable_path=CHROMIUM,
-            args=["--no-sandbox", "--disable-gpu", "--disable-background-networking",
-                  "--disable-component-update", "--disable-sync"],
-        )
+        browser = await p.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
         try:
-            page = await browser.new_page(viewport={"width": 1100, "height": 800})
-            await page.goto(f"{base}/login?next=/inbox")
-            await page.fill("input[name=username]", "admin")
-            await page.fill("input[name=password]", "test-admin-password")
-            await page.click("button[type=submit]")
-            await page.wait_for_url(f"{base}/inbox")
+            page = await signed_in_inbox(browser, base)
             await expect(page.locator("#list-empty")).to_be_visible()
 
             # A customer writes: the conversation shows up without a reload.
@@ -112,18 +118,9 @@ async def test_test_chat_in_the_browser(server: TestServer, fake_openai: FakeOpe
     ARTIFACTS.mkdir(exist_ok=True)
     base = str(server.make_url("/")).rstrip("/")
     async with async_playwright() as p:
-        browser = await p.chromium.launch(
-            executable_path=CHROMIUM,
-            args=["--no-sandbox", "--disable-gpu", "--disable-background-networking",
-                  "--disable-component-update", "--disable-sync"],
-        )
+        browser = await p.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
         try:
-            page = await browser.new_page(viewport={"width": 1100, "height": 800})
-            await page.goto(f"{base}/login?next=/inbox")
-            await page.fill("input[name=username]", "admin")
-            await page.fill("input[name=password]", "test-admin-password")
-            await page.click("button[type=submit]")
-            await page.wait_for_url(f"{base}/inbox")
+            page = await signed_in_inbox(browser, base)
             await page.click("#test-chat")
             await page.fill("#reply-text", "Buongiorno, siete aperti domenica?")
             await page.click("#reply button[type=submit]")
