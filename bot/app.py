@@ -75,7 +75,8 @@ def build_app(
     app[CONFIG] = config
     app[STARTED_AT] = time.time()
     metrics = Metrics()
-    backoff = Backoff(base=config.retry_base_seconds, maximum=config.retry_max_seconds, attempts=config.max_attempts)
+    backoff = Backoff(base=config.retry_base_seconds, maximum=config.retry_max_seconds,
+                      attempts=config.max_attempts, budget=config.retry_budget_seconds)
     app[METRICS] = metrics
     live = LiveHub()
     app[LIVE] = live

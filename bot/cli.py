@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import gc
 import importlib
 import signal
 import sys
@@ -34,11 +35,25 @@ def _parser() -> argparse.ArgumentParser:
     return parser
 
 
+def tune_gc() -> None:
+    """Collect cyclic garbage less often than CPython's default of every 700 allocations.
+
+    A server holds many long-lived objects (start-up state, then thousands of idle actors with their
+    tasks and futures), and the default schedule keeps rescanning them: it cost 40% of webhook
+    throughput and 100-150 ms pauses under load (bench/README.md). Start-up objects are frozen
+    (never garbage, never scanned again) and collections run 14 times less often.
+    """
+    gc.collect()
+    gc.freeze()
+    gc.set_threshold(10_000, 10, 10)
+
+
 async def serve(config: Config) -> None:
     """Run until SIGTERM or SIGINT, then stop gracefully."""
     app = build_app(config)
     runner = web.AppRunner(app, handle_signals=False, access_log=None)
     await runner.setup()
+    tune_gc()
     site = web.TCPSite(runner, config.host, config.port)
     await site.start()
     log.info("listening", url=f"http://{config.host}:{config.port}", data_dir=str(config.data_dir))

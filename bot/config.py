@@ -97,6 +97,7 @@ class Config:
     # Not part of the public contract: knobs for tests, benchmarks and unusual deployments.
     retry_base_seconds: float = 2.0
     retry_max_seconds: float = 60.0
+    retry_budget_seconds: float = 120.0
     max_attempts: int = 5
     openai_timeout_seconds: float = 60.0
     graph_timeout_seconds: float = 20.0
@@ -171,6 +172,7 @@ class Config:
             "BOT_SEND_RATE": "send_rate",
             "BOT_RETRY_BASE_SECONDS": "retry_base_seconds",
             "BOT_RETRY_MAX_SECONDS": "retry_max_seconds",
+            "BOT_RETRY_BUDGET_SECONDS": "retry_budget_seconds",
             "BOT_OPENAI_TIMEOUT_SECONDS": "openai_timeout_seconds",
             "BOT_GRAPH_TIMEOUT_SECONDS": "graph_timeout_seconds",
             "BOT_TOOL_TIMEOUT_SECONDS": "tool_timeout_seconds",

@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator, Awaitable, Callable
+import re
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -53,6 +54,7 @@ def make_config(tmp_path: Path, fake_openai: FakeOpenAI, fake_graph: FakeGraph, 
         burst_window_ms=0,
         retry_base_seconds=0.01,
         retry_max_seconds=0.05,
+        retry_budget_seconds=0,
         openai_timeout_seconds=5,
         graph_timeout_seconds=5,
         client_name="Bottega Test",
@@ -98,3 +100,24 @@ async def post_webhook(client: TestClient, payload: dict[str, Any] | bytes, *, s
         data=body,
         headers={"Content-Type": "application/json", "X-Hub-Signature-256": sign(body, secret)},
     )
+
+
+def _number_forms(number: str) -> re.Pattern[str]:
+    """The national part of a number with any separators a person or an app might put in it."""
+    return re.compile(r"[\s\-./()\u00a0]*".join(re.escape(d) for d in number[2:]))
+
+
+@pytest.fixture(autouse=True)
+def _no_customer_number_reaches_openai(request: pytest.FixtureRequest) -> Iterator[None]:
+    """Across the whole suite: no customer's number, in any format, in any request to the fake OpenAI."""
+    if not {"fake_openai", "fake_graph"} <= set(request.fixturenames):
+        yield
+        return
+    # Fetched before the test runs: afterwards the fakes are already torn down.
+    fake_openai: FakeOpenAI = request.getfixturevalue("fake_openai")
+    fake_graph: FakeGraph = request.getfixturevalue("fake_graph")
+    yield
+    traffic = re.sub(r"data:image/[a-z]+;base64,[A-Za-z0-9+/=]+", "", fake_openai.all_traffic_text())
+    numbers = {str(m.get("to")) for m in fake_graph.sent if m.get("to")}
+    leaked = [n for n in numbers if len(n) >= 9 and _number_forms(n).search(traffic)]
+    assert not leaked, f"customer numbers reached OpenAI: {leaked}"

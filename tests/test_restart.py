@@ -40,6 +40,7 @@ def server_env(fake_openai: FakeOpenAI, fake_graph: FakeGraph) -> dict[str, str]
         "WHATSAPP_PHONE_NUMBER_ID": PHONE_NUMBER_ID,
         "BOT_BURST_WINDOW_MS": "0",
         "BOT_RETRY_BASE_SECONDS": "0.05",
+        "BOT_RETRY_BUDGET_SECONDS": "0",
         "BOT_ADMIN_PASSWORD": "restart-test-password",
     })
     return env

@@ -213,3 +213,20 @@ async def test_stop_handles_work_queued_before_it_then_cancels_after_timeout() -
     assert seen == [("k", 1), ("k", "slow")]
     registry.tell("k", 5)  # after stop_all the registry is closed: the inbox keeps such work
     assert registry.live == 0
+
+
+def test_backoff_needs_both_tries_and_time() -> None:
+    import time as _time
+
+    from bot.backoff import Backoff
+
+    policy = Backoff(base=2, maximum=60, attempts=5, budget=120)
+    now = _time.monotonic()
+    assert not policy.exhausted(4, now - 500)  # not enough tries yet
+    assert not policy.exhausted(5, now - 10)  # enough tries, but the outage may still pass
+    assert policy.exhausted(5, now - 121)
+    assert policy.exhausted(5)  # no clock given: tries alone decide
+    assert 1.5 <= policy.delay(1) <= 2.5
+    assert policy.delay(10) <= 75  # capped at maximum, plus jitter
+    assert policy.delay(1, retry_after=30) == 30
+    assert policy.delay(1, retry_after=10_000) == 120  # a server cannot park us for hours

@@ -20,6 +20,7 @@ from bot.ai.privacy import make_redactor, mask_phone
 from bot.backoff import Backoff
 from bot.persistence import Repositories
 from bot.persistence.conversations import Conversation
+from bot.persistence.db import DatabaseUnavailable
 from bot.persistence.inbox import InboxRow
 from bot.settings import RuntimeSettings, SettingsSource
 from bot.texts import text as fixed_text
@@ -116,9 +117,25 @@ class ConversationActor(Actor[ConversationKey]):
     async def _turn(self, ids: list[int]) -> None:
         settings = await self.deps.settings.current()
         await self._collect_burst(ids, settings.burst_window_ms / 1000)
+        attempt = 0
+        while True:
+            attempt += 1
+            try:
+                await self._turn_rows(ids, settings, retry=attempt > 1)
+                return
+            except DatabaseUnavailable as exc:
+                # Storage failed outside the supervised part, or while recording a failure. The rows are
+                # still in the inbox: try again later rather than leave them pending until a restart.
+                delay = self.deps.backoff.delay(min(attempt, 16))
+                log.warning("turn_postponed", error=str(exc), attempt=attempt, delay=round(delay, 2))
+                await asyncio.sleep(delay)
+
+    async def _turn_rows(self, ids: list[int], settings: RuntimeSettings, *, retry: bool) -> None:
         repos = self.deps.repos
         rows = [r for r in await repos.inbox.get_many(ids) if r.status == "pending"]
         if not rows:
+            if retry:
+                await self._flush()  # a reply committed before the failure may still be queued
             return
         last = rows[-1]
         conv = await repos.conversations.ensure(
@@ -169,11 +186,17 @@ class ConversationActor(Actor[ConversationKey]):
                 await self._give_up(conv, rows, reason)
                 return "failed"
             await asyncio.sleep(self.deps.backoff.delay(attempt))
-            # Messages that came in while we waited join this turn, in order.
-            more = [m.inbox_id for m in self.peek_all() if isinstance(m, Inbound)]
-            if more:
-                rows = rows + [r for r in await repos.inbox.get_many(more) if r.status == "pending"]
-                ids = [r.id for r in rows]
+            # Messages that came in while we waited join this turn, in order; anything else waits its turn.
+            queued = self.peek_all()
+            self.push_front([m for m in queued if not isinstance(m, Inbound)])
+            more = [m.inbox_id for m in queued if isinstance(m, Inbound)]
+            # The failed try may have committed its reply before failing (e.g. while recording the send):
+            # go on with what is still pending only, or those messages would be answered twice.
+            rows = [r for r in await repos.inbox.get_many(ids + more) if r.status == "pending"]
+            if not rows:
+                await self._flush()
+                return "answered"
+            ids = [r.id for r in rows]
 
     async def _give_up(self, conv: Conversation, rows: list[InboxRow], reason: str) -> None:
         """Mark the rows failed with the reason and tell the customer a person will follow up."""

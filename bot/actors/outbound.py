@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import time
 from collections.abc import Callable
 from typing import Protocol
 
@@ -11,6 +12,7 @@ import structlog
 from bot.backoff import Backoff
 from bot.persistence import Repositories
 from bot.persistence.conversations import Conversation
+from bot.persistence.db import DatabaseUnavailable
 from bot.persistence.outbox import OutboxRow
 from bot.whatsapp.client import GraphError, Recipient
 
@@ -67,13 +69,14 @@ class Outbound:
             return True
         recipient = Recipient(conv.wa_id, conv.user_id)
         attempt = row.attempts
+        first_try = time.monotonic()
         while True:
             attempt += 1
             await repos.outbox.mark_sending(row.id)
             try:
                 wamid = await self.sender.send_text(conv.phone_number_id, recipient, row.text)
             except GraphError as exc:
-                if not exc.retryable or self._backoff.exhausted(attempt):
+                if not exc.retryable or self._backoff.exhausted(attempt, first_try):
                     await repos.outbox.mark_failed(row.id, exc.code, exc.reason)
                     await repos.errors.record(f"send_failed:{exc.code or 'network'}", exc.reason,
                                               session_id=conv.session_id)
@@ -87,11 +90,24 @@ class Outbound:
                 log.info("reply_retried", attempt=attempt, delay=round(delay, 2), reason=exc.reason)
                 await asyncio.sleep(delay)
                 continue
-            await repos.outbox.mark_sent(row.id, wamid)
+            await self._record_sent(row.id, wamid)
             await repos.conversations.touch(conv.id, inbound=False, preview=row.text)
             log.info("reply_sent", author=row.author, chars=len(row.text))
             self._sent(row, conv)
             return True
+
+    async def _record_sent(self, row_id: int, wamid: str) -> None:
+        """Meta has the message: keep trying to record it, or it would stay 'sending' and its receipts orphaned."""
+        attempt = 0
+        while True:
+            attempt += 1
+            try:
+                await self.repos.outbox.mark_sent(row_id, wamid)
+                return
+            except DatabaseUnavailable:
+                if self._backoff.exhausted(attempt):
+                    raise  # still 'sending': never resent, marked 'unknown' at the next start
+                await asyncio.sleep(self._backoff.delay(attempt))
 
     def _sent(self, row: OutboxRow, conv: Conversation) -> None:
         if self._on_sent is not None:

@@ -80,12 +80,15 @@ class Takeover:
             text = echo.text or {"revoke": "[message deleted]"}.get(echo.type, f"[{echo.type}]")
             if echo.type == "edit":
                 text = f"[edited] {text}"
-            new = await self.repos.outbox.record_echo(
-                echo.phone_number_id, echo.customer_id, wamid=echo.wamid, kind=echo.type, text=text
-            )
+            # One transaction: if pausing fails, the echo is not kept either, so Meta's redelivery pauses.
+            async with self.repos.db.transaction():
+                new = await self.repos.outbox.record_echo(
+                    echo.phone_number_id, echo.customer_id, wamid=echo.wamid, kind=echo.type, text=text
+                )
+                if new:
+                    await self.human_stepped_in(conv)
             if not new:
                 continue  # Meta re-delivered an echo we already counted
-            await self.human_stepped_in(conv)
             fresh = await self.repos.conversations.get(conv.phone_number_id, conv.customer_id) or conv
             self._changed("echo", fresh)
 

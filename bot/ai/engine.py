@@ -193,6 +193,7 @@ class Engine:
         """One responses.create with backoff on transient errors; chain loss is raised untouched."""
         client = self.client(settings)
         attempt = 0
+        first_try = time.monotonic()
         while True:
             attempt += 1
             try:
@@ -209,7 +210,7 @@ class Engine:
                 if _is_chain_lost(exc):
                     raise
                 error = classify(exc)
-                if not error.retryable or self._backoff.exhausted(attempt):
+                if not error.retryable or self._backoff.exhausted(attempt, first_try):
                     if error.retryable:
                         error = AIError(f"{error} (gave up after {attempt} tries)", kind=error.kind,
                                         retryable=False)

@@ -11,6 +11,9 @@ import orjson
 from bot.persistence.db import Database, Row, row_to
 from bot.whatsapp.events import InboundMessage
 
+_ROW = "(?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)"
+_INSERT_CHUNK = 500  # 12 parameters a row: well under SQLite's 32,766 variables per statement
+
 
 @dataclass(frozen=True, slots=True)
 class InboxRow:
@@ -49,20 +52,29 @@ class InboxRepo:
         now = time.time()
         new_rows: list[tuple[int, InboundMessage]] = []
         async with self.db.transaction() as conn:
-            for msg in messages:
-                cur = await conn.execute(
-                    "INSERT OR IGNORE INTO inbox (wamid, phone_number_id, customer_id, wa_id, user_id, "
-                    "profile_name, type, text, payload, sent_at, received_at, status) "
-                    "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
-                    (
+            # One statement per chunk, not per message: each statement is a round trip to the database
+            # thread, and the ingest group-commits many webhooks into one call here.
+            for start in range(0, len(messages), _INSERT_CHUNK):
+                chunk = messages[start : start + _INSERT_CHUNK]
+                params: list[object] = []
+                for msg in chunk:
+                    params += (
                         msg.wamid, msg.phone_number_id, msg.customer_id, msg.wa_id, msg.user_id,
                         msg.profile_name, msg.type, msg.text, orjson.dumps(msg.payload).decode(),
                         msg.timestamp, now, status,
-                    ),
+                    )
+                # RETURNING lists only the rows OR IGNORE inserted, in no promised order: match by wamid.
+                inserted = await conn.execute_fetchall(
+                    "INSERT OR IGNORE INTO inbox (wamid, phone_number_id, customer_id, wa_id, user_id, "
+                    "profile_name, type, text, payload, sent_at, received_at, status) VALUES "
+                    + ",".join([_ROW] * len(chunk)) + " RETURNING id, wamid",
+                    params,
                 )
-                if cur.rowcount and cur.lastrowid is not None:
-                    new_rows.append((cur.lastrowid, msg))
-                await cur.close()
+                ids = {row[1]: row[0] for row in inserted}
+                for msg in chunk:
+                    inbox_id = ids.pop(msg.wamid, None)  # pop: a wamid twice in one call is new only once
+                    if inbox_id is not None:
+                        new_rows.append((inbox_id, msg))
         return new_rows
 
     async def get_many(self, ids: Sequence[int]) -> list[InboxRow]:

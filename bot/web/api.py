@@ -19,6 +19,8 @@ from bot.whatsapp.text import MAX_TEXT
 routes = web.RouteTableDef()
 
 MEDIA_TYPES = {"image", "audio", "video", "document", "sticker"}
+# Past the last row a page is empty anyway; beyond SQLite's 64-bit INTEGER the query would fail with a 500.
+MAX_OFFSET = 10**9
 
 
 def _json(data: Any, status: int = 200) -> web.Response:
@@ -81,10 +83,11 @@ async def list_conversations(request: web.Request) -> web.Response:
     """Conversations, needs-human first then most recent; paged with ?limit and ?offset, searchable with ?q."""
     try:
         limit = max(1, min(200, int(request.query.get("limit", "50"))))
-        offset = max(0, int(request.query.get("offset", "0")))
+        offset = max(0, min(MAX_OFFSET, int(request.query.get("offset", "0"))))
     except ValueError:
         return _error(400, "limit and offset must be whole numbers")
-    query = request.query.get("q", "").strip()
+    # SQLite's LIKE stops at a NUL: "rossi\0x" would find every name ending in "rossi".
+    query = request.query.get("q", "").replace("\x00", "").strip()
     where, params = "", []
     if query:
         # LIKE with bound parameters: the search text can never become SQL.
@@ -183,6 +186,8 @@ async def media(request: web.Request) -> web.StreamResponse:
         inbox_id = int(request.match_info["inbox_id"])
     except ValueError:
         return _error(400, "the media id must be a number")
+    if not 0 < inbox_id < 2**63:
+        return _error(404, "no media for that message")
     rows = await request.app[REPOS].inbox.get_many([inbox_id])
     if not rows or rows[0].type not in MEDIA_TYPES:
         return _error(404, "no media for that message")
@@ -212,8 +217,9 @@ async def contacts(request: web.Request) -> web.Response:
     """CRM contacts, most recently updated first; ?q= searches name, email, company or number."""
     try:
         limit = max(1, min(200, int(request.query.get("limit", "50"))))
-        offset = max(0, int(request.query.get("offset", "0")))
+        offset = max(0, min(MAX_OFFSET, int(request.query.get("offset", "0"))))
     except ValueError:
         return _error(400, "limit and offset must be whole numbers")
-    found = await request.app[REPOS].contacts.page(query=request.query.get("q", ""), limit=limit, offset=offset)
+    query = request.query.get("q", "").replace("\x00", "")  # LIKE stops at a NUL, see list_conversations
+    found = await request.app[REPOS].contacts.page(query=query, limit=limit, offset=offset)
     return _json({"contacts": [asdict(c) for c in found], "limit": limit, "offset": offset})

@@ -21,6 +21,7 @@ import structlog
 from aiohttp import web
 from aiohttp.typedefs import Handler
 
+from bot.ai.privacy import mask_phone
 from bot.web.access import SESSION_TTL_SECONDS, Access, Principal, client_ip, in_networks
 from bot.web.keys import ACCESS, REPOS, USER
 from bot.web.pages import render
@@ -39,6 +40,7 @@ _PUBLIC_PATHS = frozenset({"/healthz", "/login", "/webhooks/whatsapp"})
 _ORDER_CONFIRM = re.compile(r"^/orders/confirm/\{[^/{}]+\}$")
 _ADMIN_PREFIXES = ("/settings", "/api/settings")
 _STREAM_CSRF = "__csrf_checked_by_handler__"
+_LONG_NUMBER = re.compile(r"\d{7,}")
 
 AnyHandler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 
@@ -101,6 +103,11 @@ def _is_public(request: web.Request) -> bool:
     return bool(_ORDER_CONFIRM.match(canonical)) and request.method in ("GET", "HEAD", "POST")
 
 
+def _loggable(path: str) -> str:
+    """A path for the log: a customer's number in it (/api/conversations/{wa_id}/...) is masked."""
+    return _LONG_NUMBER.sub(lambda m: mask_phone(m.group()), path)
+
+
 def _is_api(path: str) -> bool:
     return path.startswith("/api/") or path == "/api"
 
@@ -137,7 +144,7 @@ async def auth_middleware(request: web.Request, handler: Handler) -> web.StreamR
     if authorization[:7].lower() == "bearer " and (api or path == "/metrics"):
         principal = await access.from_token(authorization[7:].strip())
         if principal is None:
-            log.warning("api_token_refused", path=path, ip=request_ip(request))
+            log.warning("api_token_refused", path=_loggable(path), ip=request_ip(request))
             return _json_error(401, "invalid or revoked API token")
     elif path == "/metrics":
         return _json_error(401, "send an API token: Authorization: Bearer <token>")
@@ -182,7 +189,7 @@ async def _check_csrf(request: web.Request, handler: Handler, principal: Princip
             submitted = value if isinstance(value, str) else None
     if csrf_ok(principal, submitted):
         return None
-    log.warning("csrf_refused", path=request.path, user=principal.username, ip=request_ip(request))
+    log.warning("csrf_refused", path=_loggable(request.path), user=principal.username, ip=request_ip(request))
     return _refuse(request, 403, "This form has expired or did not come from this site. Reload the page and "
                                  "try again.")
 

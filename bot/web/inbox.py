@@ -31,7 +31,7 @@ async def inbox_events(request: web.Request) -> web.StreamResponse:
     """Server-sent events; a reconnecting browser sends Last-Event-ID and gets what it missed."""
     hub = request.app[LIVE]
     raw = request.headers.get("Last-Event-ID") or request.query.get("last", "")
-    last_id = int(raw) if raw.isdigit() else hub.last_id
+    last_id = int(raw) if raw.isascii() and raw.isdigit() else hub.last_id  # "²".isdigit() but int("²") fails
     response = web.StreamResponse(headers={
         "Content-Type": "text/event-stream",
         "Cache-Control": "no-store",

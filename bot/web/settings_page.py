@@ -215,7 +215,7 @@ async def add_user(request: web.Request) -> web.Response:
     raise web.HTTPSeeOther("/settings?done=user_added#users")
 
 
-@routes.post("/settings/users/{user_id:\\d+}/delete")
+@routes.post("/settings/users/{user_id:\\d{1,18}}/delete")
 async def delete_user(request: web.Request) -> web.Response:
     """Remove a user (not yourself, never the last admin)."""
     user_id = int(request.match_info["user_id"])
@@ -242,7 +242,7 @@ async def create_token(request: web.Request) -> web.Response:
                        notice="Token created. Copy it now: it will not be shown again.")
 
 
-@routes.post("/settings/tokens/{token_id:\\d+}/revoke")
+@routes.post("/settings/tokens/{token_id:\\d{1,18}}/revoke")
 async def revoke_token(request: web.Request) -> web.Response:
     """Revoke an API token."""
     token_id = int(request.match_info["token_id"])

@@ -70,10 +70,13 @@ def _str(value: Any) -> str | None:
 
 
 def _int(value: Any) -> int | None:
+    # Meta sends timestamps and codes as numbers or digit strings; anything outside SQLite's 64-bit
+    # INTEGER (2**64, 1e300, "999...") is not one of them, and would fail the inbox write with a 500.
     try:
-        return int(value)
-    except (TypeError, ValueError):
+        number = int(value)
+    except (TypeError, ValueError, OverflowError):
         return None
+    return number if -(2**63) <= number < 2**63 else None
 
 
 def _dict(value: Any) -> dict[str, Any]:
