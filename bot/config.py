@@ -96,7 +96,7 @@ class Config:
     build_id: str = ""  # BOT_BUILD_ID: shown on /ai-diagnostics (else a BUILD_ID file, else git)
     # Not part of the public contract: knobs for tests, benchmarks and unusual deployments.
     retry_base_seconds: float = 2.0
-    retry_max_seconds: float = 60.0
+    retry_max_seconds: float = 30.0
     retry_budget_seconds: float = 120.0
     max_attempts: int = 5
     openai_timeout_seconds: float = 60.0
