@@ -146,7 +146,8 @@ def build_app(
 
         knowledge = KnowledgeBase(store=app[REPOS].knowledge, folder=config.data_dir / "kb",
                                   client=app[ENGINE].client, ai_settings=ai_settings,
-                                  on_change=app[STORED_SETTINGS].invalidate)
+                                  on_change=app[STORED_SETTINGS].invalidate,
+                                  on_failure=lambda reason: app[REPOS].errors.record("kb_failed", reason))
         await knowledge.resume()
         app[KNOWLEDGE] = knowledge
         yield

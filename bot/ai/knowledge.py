@@ -146,6 +146,7 @@ class KnowledgeBase:
         client: Callable[[AISettings], openai.AsyncOpenAI],
         ai_settings: Callable[[], Awaitable[AISettings]],
         on_change: Callable[[], None] = lambda: None,
+        on_failure: Callable[[str], Awaitable[None]] | None = None,
         poll_interval_ms: int = 1000,
         max_wait_seconds: float = 900.0,
     ) -> None:
@@ -154,6 +155,7 @@ class KnowledgeBase:
         self._client = client
         self._ai_settings = ai_settings
         self._on_change = on_change
+        self._on_failure = on_failure  # records the failure for /ai-diagnostics (kb_failed)
         self._poll_interval_ms = poll_interval_ms
         self._max_wait = max_wait_seconds
         self._tasks: set[asyncio.Task[None]] = set()
@@ -305,6 +307,8 @@ class KnowledgeBase:
         await self._store.put(doc)
         self._on_change()
         log.info("knowledge_indexed", filename=doc.filename, mode=doc.mode, status=doc.status, error=doc.error)
+        if doc.status == "failed" and self._on_failure is not None:
+            await self._on_failure(f"{doc.filename}: {doc.error}")
 
     async def _index_openai(self, doc: KnowledgeDoc, settings: AISettings) -> KnowledgeDoc:
         if not settings.api_key:

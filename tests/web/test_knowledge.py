@@ -12,7 +12,7 @@ from aiohttp.test_utils import TestClient
 
 from bot.ai.knowledge import KnowledgeDoc, fts_query, read_pdf
 from bot.config import Config
-from bot.web.keys import KNOWLEDGE
+from bot.web.keys import KNOWLEDGE, REPOS
 from tests.conftest import API_TOKEN, ClientFactory, post_webhook
 from tests.fakes.meta import text_message
 from tests.fakes.openai_server import CallTools, FakeOpenAI, function_call_outputs
@@ -89,6 +89,9 @@ async def test_failed_indexing_is_reported_and_cleaned_up(client: TestClient, fa
     # Nothing is left behind at OpenAI.
     assert fake_openai.vector_stores == {} and fake_openai.files == {}
     assert len(fake_openai.deleted_vector_stores) == 1 and len(fake_openai.deleted_files) == 1
+    # The failure is also among the recent errors of /ai-diagnostics.
+    recorded = await client.app[REPOS].db.fetchone("SELECT type, message FROM errors")  # type: ignore[index]
+    assert recorded is not None and recorded["type"] == "kb_failed" and "invalid_file" in recorded["message"]
     page = await (await client.get("/settings")).text()
     assert "Failed: OpenAI could not index the PDF" in page
     data = await (await client.get("/api/settings")).json()
