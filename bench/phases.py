@@ -1,0 +1,302 @@
+"""The benchmark's phases. Each one starts what it needs, measures, stops it, and returns a dict."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+import re
+import time
+from collections import Counter
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import aiohttp
+
+from bench.common import Child, CpuMeter, percentile, run_json
+from bench.loadgen import customer_wa_id
+from bench.server import Server, ServerSettings
+
+# The burst window that keeps turns from starting while the ack path is measured: actors are activated
+# (that cost is in the number) but their turns begin only after the burst cap (10 s in conversation.py).
+PARKED_BURST_MS = 60_000
+PARKED_WINDOW = 7.0  # seconds of load that fit before the first parked turns start
+TOKEN = re.compile(r"\[(c\d+m\d+)\]")
+
+
+@dataclass(frozen=True, slots=True)
+class Options:
+    """What the command line chose."""
+
+    latency_ms: int
+    burst_ms: int
+    connections: int
+    duration: float
+    warmup: float
+    customers: int
+    conversations: int
+    messages_per_conversation: int
+    conversation_rate: float
+    actors: int
+    workdir: Path
+    burst0: bool
+    rounds: int
+    open_fractions: tuple[float, ...]
+
+
+class Fakes:
+    """The fakes' child process and its control API."""
+
+    def __init__(self, child: Child, http: aiohttp.ClientSession) -> None:
+        self.child = child
+        self.http = http
+        self.urls: dict[str, str] = child.info
+
+    @classmethod
+    async def start(cls, http: aiohttp.ClientSession) -> Fakes:
+        """Start `python -m bench.fakes`."""
+        return cls(await Child.start("bench.fakes"), http)
+
+    async def _call(self, method: str, path: str, payload: dict[str, Any] | None = None) -> Any:
+        async with self.http.request(method, self.urls["control"] + path, json=payload) as resp:
+            resp.raise_for_status()
+            return await resp.json()
+
+    async def reset(self, latency_ms: float) -> None:
+        """Forget recorded traffic and set the model latency."""
+        await self._call("POST", "/reset")
+        await self._call("POST", "/latency", {"seconds": latency_ms / 1000})
+
+    async def stats(self) -> dict[str, int]:
+        """Counters."""
+        result: dict[str, int] = await self._call("GET", "/stats")
+        return result
+
+    async def replies(self, since: int) -> list[list[Any]]:
+        """Text sends from index `since`: [t_monotonic, to, body]."""
+        result: list[list[Any]] = await self._call("GET", f"/replies?since={since}")
+        return result
+
+    async def wait_replies(self, n: int, timeout: float) -> tuple[bool, float]:
+        """Poll until at least n replies arrived; returns (reached, when)."""
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if (await self.stats())["replies"] >= n:
+                return True, time.monotonic()
+            await asyncio.sleep(0.2)
+        return False, time.monotonic()
+
+    async def stop(self) -> None:
+        """Stop the process."""
+        await self.child.stop()
+
+
+async def loadgen(job: dict[str, Any], meter: CpuMeter | None = None) -> dict[str, Any]:
+    """Run one load-generator job in its own process, metering the other processes meanwhile."""
+    if meter is not None:
+        meter.start()
+    result: dict[str, Any] = await run_json("bench.loadgen", stdin=json.dumps(job).encode())
+    if meter is not None:
+        result["cores"] = with_other({**meter.stop(), "loadgen": result["loadgen_cores"]})
+    return result
+
+
+def with_other(cores: dict[str, float]) -> dict[str, float]:
+    """Add `other`: what the machine used beyond the benchmark's own processes (someone else's load)."""
+    ours = sum(v for k, v in cores.items() if k != "machine")
+    return {**cores, "other": round(max(0.0, cores["machine"] - ours), 3)}
+
+
+async def bare(opts: Options) -> dict[str, Any]:
+    """Closed-loop load against the bare aiohttp app."""
+    child = await Child.start("bench.bare")
+    try:
+        return await loadgen({
+            "mode": "closed", "port": child.info["port"], "connections": opts.connections,
+            "duration": opts.duration, "warmup": opts.warmup, "customers": opts.customers, "prefix": "bare",
+        }, CpuMeter({"bare": child.pid, "bench": os.getpid()}))
+    finally:
+        await child.stop()
+
+
+async def ingest(opts: Options, fakes: Fakes, *, parked: bool, rate: float | None = None) -> dict[str, Any]:
+    """Webhook acks on a fresh server: closed-loop (rate None) or open-loop at `rate`.
+
+    parked: turns are held back by a long burst window, so the number is the webhook path alone
+    (verify, parse, inbox insert and commit, actor activation). Otherwise the whole pipeline runs
+    at the configured burst window and model latency while the load goes on.
+    """
+    await fakes.reset(opts.latency_ms)
+    name = f"ingest-{'parked' if parked else 'live'}-{'open' if rate else 'closed'}"
+    settings = ServerSettings(burst_ms=PARKED_BURST_MS if parked else opts.burst_ms)
+    server = await Server.start(opts.workdir / name, fakes.urls, settings)
+    # Live: one message per customer, so that every burst window closes and turns really run meanwhile
+    # (with 10,000 customers at this rate each would get a message before its window ended).
+    job: dict[str, Any] = {"port": server.port, "customers": opts.customers if parked else 0, "prefix": name}
+    if rate is None:
+        duration = min(opts.duration, PARKED_WINDOW - opts.warmup) if parked else opts.duration
+        job |= {"mode": "closed", "connections": opts.connections, "duration": duration, "warmup": opts.warmup}
+    else:
+        # The same 64 connections as the closed loop, like a sender with a fixed pool: a request due while
+        # all are busy waits for one, and that wait is part of its latency. (Letting the pool grow makes
+        # things worse, not better: at 512 connections the server acks about half as many per second.)
+        job |= {"mode": "open", "rate": rate, "duration": min(opts.duration, PARKED_WINDOW),
+                "connections": opts.connections, "max_connections": opts.connections}
+    try:
+        result = await loadgen(job, meter(server, fakes))
+        result["server_rss_kib"] = server.rss_kib()
+        if not parked:
+            result["replies_by_end"] = (await fakes.stats())["replies"]
+    finally:
+        # A graceful stop would first run every parked or queued turn (up to the 10 s shutdown timeout):
+        # nothing is measured then, so the process is killed; the inbox would replay the backlog.
+        await server.kill()
+    return result
+
+
+def meter(server: Server, fakes: Fakes) -> CpuMeter:
+    """CPU of the server, the fakes and this orchestrator."""
+    return CpuMeter({"server": server.pid, "fakes": fakes.child.pid, "bench": os.getpid()})
+
+
+def conversation_plan(opts: Options, gap: float, prefix: str) -> list[list[Any]]:
+    """[offset, customer, text, wamid] for every message: conversations start evenly, messages `gap` apart."""
+    sends: list[list[Any]] = []
+    for c in range(opts.conversations):
+        start = c / opts.conversation_rate
+        for m in range(opts.messages_per_conversation):
+            token = f"c{c}m{m}"
+            text = f"Hello, do you still have the blue jacket in size {40 + m}? [{token}]"
+            sends.append([round(start + m * gap, 4), c, text, f"wamid.{prefix}.{token}"])
+    return sends
+
+
+async def e2e(opts: Options, fakes: Fakes, burst_ms: int) -> dict[str, Any]:
+    """Conversations of several messages each; every message must be answered exactly once."""
+    await fakes.reset(opts.latency_ms)
+    name = f"e2e-burst{burst_ms}"
+    # A gap longer than the burst window (and than a turn) makes every message its own turn.
+    gap = 1.5 * max(burst_ms, opts.latency_ms) / 1000
+    server = await Server.start(opts.workdir / name, fakes.urls, ServerSettings(burst_ms=burst_ms))
+    try:
+        plan = conversation_plan(opts, gap, name)
+        sent = await loadgen({"mode": "script", "port": server.port, "sends": plan, "max_connections": 256},
+                             meter(server, fakes))
+        expected = {str(s[2]).rsplit("[", 1)[1].rstrip("]"): int(s[1]) for s in plan}
+        answered = await _collect_tokens(fakes, expected, timeout=60 + 2 * len(plan) / 80)
+        stats = await fakes.stats()
+        rss = server.rss_kib()
+    finally:
+        code = await server.stop(timeout=30)
+    posted_at = {str(r[0]).rsplit(".", 1)[1]: float(r[1]) for r in sent["records"]}
+    acks = Counter(int(r[3]) for r in sent["records"])
+    counts = Counter(answered["tokens"])
+    latencies = [answered["first_seen"][t] - posted_at[t] for t in expected if t in answered["first_seen"]]
+    missing = [t for t in expected if counts[t] == 0]
+    duplicated = [t for t in expected if counts[t] > 1]
+    conversations_complete = len({expected[t] for t in expected} - {expected[t] for t in missing})
+    return {
+        "burst_ms": burst_ms,
+        "latency_ms": opts.latency_ms,
+        "gap_s": gap,
+        "conversations": opts.conversations,
+        "messages": len(plan),
+        "acks": {str(k): v for k, v in acks.items()},
+        "replies": answered["replies"],
+        "answered": len(expected) - len(missing),
+        "missing": len(missing),
+        "duplicated": len(duplicated),
+        "wrong_recipient": answered["wrong_recipient"],
+        "conversations_complete": conversations_complete,
+        "e2e_p50_ms": round(percentile(latencies, 50) * 1000, 1),
+        "e2e_p90_ms": round(percentile(latencies, 90) * 1000, 1),
+        "e2e_p99_ms": round(percentile(latencies, 99) * 1000, 1),
+        "e2e_max_ms": round(max(latencies) * 1000, 1) if latencies else float("nan"),
+        "ack_p50_ms": round(percentile([float(r[2]) for r in sent["records"]], 50) * 1000, 2),
+        "ack_p99_ms": round(percentile([float(r[2]) for r in sent["records"]], 99) * 1000, 2),
+        "model_calls": stats["model_calls"],
+        "model_max_concurrency": stats["model_max_concurrency"],
+        "cores": sent["cores"],
+        "send_elapsed_s": sent["elapsed_s"],
+        "server_rss_kib": rss,
+        "server_exit_code": code,
+    }
+
+
+async def _collect_tokens(fakes: Fakes, expected: dict[str, int], timeout: float) -> dict[str, Any]:
+    """Read replies until every expected token was answered (then a little longer, to catch late repeats)."""
+    seen: list[str] = []
+    first_seen: dict[str, float] = {}
+    wrong = 0
+    since = 0
+    deadline = time.monotonic() + timeout
+    settle_until: float | None = None
+    while time.monotonic() < deadline:
+        batch = await fakes.replies(since)
+        since += len(batch)
+        for arrived, to, body in batch:
+            for token in TOKEN.findall(str(body)):
+                seen.append(token)
+                first_seen.setdefault(token, float(arrived))
+                if token in expected and to != customer_wa_id(expected[token]):
+                    wrong += 1
+        if settle_until is None and len(first_seen.keys() & expected.keys()) == len(expected):
+            settle_until = time.monotonic() + 2.0
+        if settle_until is not None and time.monotonic() >= settle_until:
+            break
+        await asyncio.sleep(0.25)
+    return {"tokens": seen, "first_seen": first_seen, "wrong_recipient": wrong, "replies": since}
+
+
+async def memory(opts: Options, fakes: Fakes) -> dict[str, Any]:
+    """RSS per idle live actor: one message from each of N customers, all answered, actors still live."""
+    await fakes.reset(0)
+    # Outbound is capped at BOT_SEND_RATE per business number (Meta's 80/s); lifted here so the phase
+    # measures memory, not the rate limit. Idle actors must outlive the phase.
+    settings = ServerSettings(burst_ms=0, idle_seconds=3600, send_rate=100_000)
+    server = await Server.start(opts.workdir / "memory", fakes.urls, settings)
+    warm = min(500, max(10, opts.actors // 40))
+    try:
+        rss_start = server.rss_kib()
+        # Warm-up customers: first-use costs (SDK client, language profiles, caches) are not per actor.
+        await loadgen({"mode": "closed", "port": server.port, "connections": 16, "count": warm, "customers": 0,
+                       "prefix": "warm"})
+        ok, _ = await fakes.wait_replies(warm, 120)
+        await asyncio.sleep(1.0)
+        rss_warm = server.rss_kib()
+        await fakes.reset(0)
+        started = time.monotonic()
+        cpu = meter(server, fakes)
+        cpu.start()
+        # Customers warm..warm+N-1: new ones (customer index = request index offset by the warm-up).
+        sent = await loadgen({"mode": "closed", "port": server.port, "connections": 32, "count": opts.actors,
+                              "customers": 0, "prefix": "mem", "offset": warm})
+        reached, done_at = await fakes.wait_replies(opts.actors, 120 + opts.actors / 50)
+        cores = cpu.stop()
+        await asyncio.sleep(1.0)
+        rss_after = server.rss_kib()
+        stats = await fakes.stats()
+    finally:
+        code = await server.stop(timeout=60)
+    turns_s = stats["replies"] / max(1e-9, done_at - started)
+    return {
+        "actors": opts.actors,
+        "warmup_customers": warm,
+        "all_answered": bool(reached and ok),
+        "acked": sent["ok"],
+        "replies": stats["replies"],
+        "rss_start_kib": rss_start,
+        "rss_warm_kib": rss_warm,
+        "rss_after_kib": rss_after,
+        "rss_per_actor_bytes": round((rss_after - rss_warm) * 1024 / opts.actors, 1),
+        "turns_per_s": round(turns_s, 1),
+        "cores": with_other({**cores, "loadgen": sent["loadgen_cores"]}),
+        "server_exit_code": code,
+    }
+
+
+async def actor_alone(n: int) -> dict[str, Any]:
+    """The idle actor by itself (no database work), in its own process."""
+    result: dict[str, Any] = await run_json("bench.actor_mem", str(n))
+    return result
