@@ -14,10 +14,13 @@ from pathlib import Path
 from typing import Any, TypeVar
 
 import aiosqlite
+import structlog
 
 from bot.persistence.migrations import MIGRATIONS
 
 Row = aiosqlite.Row
+CHECKPOINT_INTERVAL = 1.0  # seconds between background WAL checkpoints
+log = structlog.get_logger("bot.db")
 T = TypeVar("T")
 
 
@@ -65,6 +68,8 @@ class Database:
         self._lock = asyncio.Lock()
         self._in_tx: contextvars.ContextVar[bool] = contextvars.ContextVar(f"in_tx_{id(self)}", default=False)
         self.applied_migrations: list[int] = []
+        self._checkpointer: aiosqlite.Connection | None = None
+        self._checkpoint_task: asyncio.Task[None] | None = None
 
     @property
     def conn(self) -> aiosqlite.Connection:
@@ -91,13 +96,42 @@ class Database:
             side = Path(str(self.path) + suffix)
             with suppress(FileNotFoundError):
                 os.chmod(side, stat.S_IRUSR | stat.S_IWUSR)
+        # SQLite's automatic checkpoint runs inside whichever commit crosses 1,000 WAL pages, stalling
+        # that commit (and every webhook queued behind it) for a long moment. Checkpoint instead from a
+        # connection of its own, on its own thread, where PASSIVE mode never blocks the writer.
+        await self._conn.execute("PRAGMA wal_autocheckpoint=0")
+        self._checkpointer = await aiosqlite.connect(self.path, isolation_level=None)
+        await self._checkpointer.execute("PRAGMA busy_timeout=1000")
+        self._checkpoint_task = asyncio.get_running_loop().create_task(
+            self._checkpoint_loop(), name="sqlite-checkpoint"
+        )
+
+    async def _checkpoint_loop(self, interval: float = CHECKPOINT_INTERVAL) -> None:
+        assert self._checkpointer is not None
+        while True:
+            await asyncio.sleep(interval)
+            try:
+                await self._checkpointer.execute("PRAGMA wal_checkpoint(PASSIVE)")
+            except aiosqlite.OperationalError as exc:  # busy now: the next round catches up
+                log.debug("checkpoint_skipped", error=str(exc))
 
     async def close(self) -> None:
         """Checkpoint and close."""
+        if self._checkpoint_task is not None:
+            self._checkpoint_task.cancel()
+            with suppress(asyncio.CancelledError):
+                await self._checkpoint_task
+            self._checkpoint_task = None
+        if self._checkpointer is not None:
+            checkpointer, self._checkpointer = self._checkpointer, None
+            await checkpointer.close()
         if self._conn is not None:
             conn, self._conn = self._conn, None
             try:
-                await conn.execute("PRAGMA wal_checkpoint(TRUNCATE)")
+                # Best effort: after turns were cancelled mid-statement the checkpoint can find a table
+                # still locked. The WAL is complete either way and is replayed at the next open.
+                with suppress(aiosqlite.OperationalError):
+                    await conn.execute("PRAGMA wal_checkpoint(TRUNCATE)")
             finally:
                 await conn.close()
 
