@@ -280,7 +280,7 @@ FTS_SYNTAX = ['"', '""', "*", "pane*", "NEAR(pane olio)", "pane OR", "AND", "NOT
 async def test_product_search_takes_any_words(client: TestClient, query: str) -> None:
     products = client.app[REPOS].products
     if await products.count() == 0:
-        csv = (Path(__file__).resolve().parents[1] / "bot" / "data" / "sample_products.csv").read_text("utf-8")
+        csv = (Path(__file__).resolve().parents[1] / "bot" / "samples" / "sample_products.csv").read_text("utf-8")
         await products.upsert_many(parse_catalogue(csv).products)
     found = await products.search(query, limit=5)
     assert len(found) <= 5

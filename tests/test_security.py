@@ -330,7 +330,7 @@ def _folded(text: str) -> str:
 async def test_product_search_tool_treats_sql_and_fts_syntax_as_words(
     client: TestClient, fake_openai: FakeOpenAI, fake_graph: FakeGraph
 ) -> None:
-    catalogue = (Path(__file__).resolve().parents[1] / "bot" / "data" / "sample_products.csv").read_text("utf-8")
+    catalogue = (Path(__file__).resolve().parents[1] / "bot" / "samples" / "sample_products.csv").read_text("utf-8")
     await repos_of(client).products.upsert_many(parse_catalogue(catalogue).products)
     fake_openai.script.append(CallTools([("search_products", {"query": q, "limit": 20}) for q in INJECTIONS]))
     await post_webhook(client, text_message("wamid.FTS", PHONE, "cerco del pane"))

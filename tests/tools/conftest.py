@@ -22,7 +22,7 @@ CUSTOMER = "393330000000"
 
 def sample_csv() -> str:
     """The sample catalogue shipped with the package."""
-    return (resources.files("bot") / "data" / "sample_products.csv").read_text(encoding="utf-8")
+    return (resources.files("bot") / "samples" / "sample_products.csv").read_text(encoding="utf-8")
 
 
 async def load_sample_catalogue(repos: Repositories) -> None:

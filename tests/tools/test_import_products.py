@@ -91,7 +91,7 @@ async def test_missing_and_non_utf8_files_exit_1(tmp_path: Path, capsys: pytest.
 
 def test_the_sample_catalogue_imports_through_run_py(tmp_path: Path) -> None:
     result = subprocess.run(
-        [sys.executable, "run.py", "import-products", "bot/data/sample_products.csv", "--data-dir", str(tmp_path)],
+        [sys.executable, "run.py", "import-products", "bot/samples/sample_products.csv", "--data-dir", str(tmp_path)],
         cwd=REPO, capture_output=True, text=True, timeout=60, check=False,
     )
     assert result.returncode == 0, result.stderr
