@@ -5,6 +5,7 @@ from __future__ import annotations
 import orjson
 from aiohttp.test_utils import TestClient
 
+from bot.web.keys import INGEST
 from tests.conftest import VERIFY_TOKEN, post_webhook
 from tests.fakes.graph_server import FakeGraph
 from tests.fakes.meta import load_sample, sign, status_update, text_message
@@ -178,3 +179,21 @@ async def test_full_database_answers_503_and_loses_nothing_acknowledged(
     assert (await post_webhook(client, text_message("wamid.FULL", "393330000000", big))).status == 200
     statuses = await wait_handled(client, 2)
     assert statuses == {"wamid.BEFORE": "done", "wamid.FULL": "done"}
+
+
+async def test_concurrent_duplicate_deliveries_in_one_commit_group(
+    client: TestClient, fake_graph: FakeGraph
+) -> None:
+    import asyncio
+
+    # Meta retrying while the first delivery is still in flight: the POSTs share one group commit.
+    same = text_message("wamid.RACE", "393330000000", "ciao a tutti")
+    other = text_message("wamid.OTHER", "393330000001", "buongiorno")
+    answers = await asyncio.gather(*(post_webhook(client, body) for body in (same, same, other, same)))
+    assert [a.status for a in answers] == [200, 200, 200, 200]
+    statuses = await wait_handled(client, 2)
+    assert sorted(statuses) == ["wamid.OTHER", "wamid.RACE"]
+    await fake_graph.wait_for_sent(2)
+    assert sorted(fake_graph.texts()) == ["Echo: buongiorno", "Echo: ciao a tutti"]
+    assert client.app is not None
+    assert client.app[INGEST].duplicates_seen == 2
