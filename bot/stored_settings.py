@@ -186,6 +186,20 @@ def validate(raw: Mapping[str, Any], current: SettingsView, *, form: bool) -> Va
     return Validated(values=values, key=key, errors=errors)
 
 
+def _merged(stored: StoredAssistantSettings, env: RuntimeSettings) -> dict[str, Any]:
+    """The one rule for a stored value over its env value (what turns run with and what the page shows)."""
+    return {
+        "model": stored.model or env.ai.model,
+        "instructions": stored.instructions or env.ai.instructions,
+        "client_name": stored.client_name if stored.client_name is not None else env.ai.client_name,
+        "autoreply": env.autoreply if stored.autoreply is None else stored.autoreply,
+        "reaction": env.reaction if stored.reaction is None else stored.reaction,
+        "reaction_emoji": stored.reaction_emoji or env.reaction_emoji,
+        "human_cooldown_seconds": _or(stored.human_cooldown_seconds, env.human_cooldown_seconds),
+        "burst_window_ms": _or(stored.burst_window_ms, env.burst_window_ms),
+    }
+
+
 class StoredSettings:
     """The settings source of the running server; reads are cached briefly and a save clears the cache."""
 
@@ -226,19 +240,20 @@ class StoredSettings:
         if stored.use_stored:
             key, _problem = self._stored_key(stored)
             env = self._env
+            merged = _merged(stored, env)
             settings = RuntimeSettings(
                 ai=replace(
                     env.ai,
                     api_key=key or env.ai.api_key,
-                    model=stored.model or env.ai.model,
-                    instructions=stored.instructions or env.ai.instructions,
-                    client_name=stored.client_name if stored.client_name is not None else env.ai.client_name,
+                    model=merged["model"],
+                    instructions=merged["instructions"],
+                    client_name=merged["client_name"],
                 ),
-                autoreply=env.autoreply if stored.autoreply is None else stored.autoreply,
-                reaction=env.reaction if stored.reaction is None else stored.reaction,
-                reaction_emoji=stored.reaction_emoji or env.reaction_emoji,
-                human_cooldown_seconds=_or(stored.human_cooldown_seconds, env.human_cooldown_seconds),
-                burst_window_ms=_or(stored.burst_window_ms, env.burst_window_ms),
+                autoreply=merged["autoreply"],
+                reaction=merged["reaction"],
+                reaction_emoji=merged["reaction_emoji"],
+                human_cooldown_seconds=merged["human_cooldown_seconds"],
+                burst_window_ms=merged["burst_window_ms"],
                 handoff_keywords=env.handoff_keywords,
             )
         local_ready = bool(stored.kb_enabled and doc is not None and doc.mode == "local" and doc.status == "ready")
@@ -281,14 +296,7 @@ class StoredSettings:
             key, source = "", "none"
         return SettingsView(
             use_stored=stored.use_stored,
-            model=stored.model or env.ai.model,
-            instructions=stored.instructions or env.ai.instructions,
-            client_name=stored.client_name if stored.client_name is not None else env.ai.client_name,
-            autoreply=env.autoreply if stored.autoreply is None else stored.autoreply,
-            reaction=env.reaction if stored.reaction is None else stored.reaction,
-            reaction_emoji=stored.reaction_emoji or env.reaction_emoji,
-            human_cooldown_seconds=_or(stored.human_cooldown_seconds, env.human_cooldown_seconds),
-            burst_window_ms=_or(stored.burst_window_ms, env.burst_window_ms),
+            **_merged(stored, env),
             kb_enabled=stored.kb_enabled,
             kb_mode=stored.kb_mode,
             openai_api_key_set=bool(key),

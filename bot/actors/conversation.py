@@ -156,7 +156,7 @@ class ConversationActor(Actor[ConversationKey]):
         ids = [r.id for r in rows]
         await repos.conversations.touch(conv.id, inbound=True, preview=rows[-1].text or f"[{rows[-1].type}]")
         # Every customer gets a CRM contact on their first message, even when the AI will not answer.
-        await self.deps.tool_context(conv, conv.language)
+        tool_ctx = await self.deps.tool_context(conv, conv.language)
         if not settings.autoreply:
             await repos.inbox.set_status(ids, "ignored", error="auto-reply is off")
             return "autoreply_off"
@@ -168,7 +168,7 @@ class ConversationActor(Actor[ConversationKey]):
         while True:
             attempt += 1
             try:
-                return await self._answer(conv, rows, settings)
+                return await self._answer(conv, rows, settings, tool_ctx)
             except asyncio.CancelledError:
                 raise  # shutting down: the rows stay pending and are replayed at start-up
             except (TurnFailed, AIError) as exc:
@@ -240,7 +240,8 @@ class ConversationActor(Actor[ConversationKey]):
         return any(f" {k.lower()} " in lowered or f" {k.lower()}?" in lowered or f" {k.lower()}!" in lowered
                    or f" {k.lower()}." in lowered or f" {k.lower()}," in lowered for k in keywords if k.strip())
 
-    async def _answer(self, conv: Conversation, rows: list[InboxRow], settings: RuntimeSettings) -> str:
+    async def _answer(self, conv: Conversation, rows: list[InboxRow], settings: RuntimeSettings,
+                      tool_ctx: Any) -> str:
         repos = self.deps.repos
         recipient = Recipient(conv.wa_id, conv.user_id)
         understood: list[tuple[InboxRow, Understood]] = []
@@ -286,7 +287,9 @@ class ConversationActor(Actor[ConversationKey]):
                 language=language,
             )
             redact = make_redactor([conv.wa_id])
-            tool_ctx = await self.deps.tool_context(conv, language)
+            if language != conv.language:
+                # The context (and the contact) must carry the language just detected.
+                tool_ctx = await self.deps.tool_context(conv, language)
             result: TurnResult = await self.deps.engine.respond(
                 session,
                 [_user_item(understood)],
