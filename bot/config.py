@@ -68,6 +68,7 @@ class Config:
     host: str = "127.0.0.1"
     port: int = 8080
     data_dir: Path = Path("./data")
+    database: str = ""  # BOT_DATABASE_URL: postgresql://… for several processes; empty = SQLite in data_dir
     openai_api_key: str = ""
     openai_base_url: str | None = None
     model: str = "gpt-4o-mini"
@@ -85,6 +86,7 @@ class Config:
     burst_window_ms: int = 1000
     actor_idle_seconds: float = 300.0
     max_concurrent_ai: int = 64
+    max_concurrent_turns: int = 64
     send_rate: float = 80.0
     tools_path: tuple[str, ...] = ()
     handoff_keywords: tuple[str, ...] = DEFAULT_HANDOFF_KEYWORDS
@@ -109,8 +111,13 @@ class Config:
 
     @property
     def db_path(self) -> Path:
-        """The SQLite database file."""
+        """The SQLite database file (the embedded default)."""
         return self.data_dir / "bot.db"
+
+    @property
+    def database_url(self) -> str:
+        """What `Database.create` opens: BOT_DATABASE_URL, or the SQLite file in the data directory."""
+        return self.database or str(self.db_path)
 
     def with_overrides(self, **changes: Any) -> Config:
         """A copy with some fields replaced (tests and the CLI use this)."""
@@ -141,6 +148,7 @@ class Config:
             "BOT_SECRET_KEY": "secret_key",
             "BOT_BUILD_ID": "build_id",
             "BOT_TRANSCRIPTION_MODEL": "transcription_model",
+            "BOT_DATABASE_URL": "database",
         }
         for env_name, attr in strings.items():
             if has(env_name):
@@ -162,6 +170,7 @@ class Config:
             "BOT_HUMAN_COOLDOWN_SECONDS": "human_cooldown_seconds",
             "BOT_BURST_WINDOW_MS": "burst_window_ms",
             "BOT_MAX_CONCURRENT_AI": "max_concurrent_ai",
+            "BOT_MAX_CONCURRENT_TURNS": "max_concurrent_turns",
             "BOT_MAX_ATTEMPTS": "max_attempts",
         }
         for env_name, attr in ints.items():
@@ -190,6 +199,10 @@ class Config:
             if env_name in env:
                 raw = env[env_name]
                 values[attr] = tuple(p for p in raw.split(os.pathsep) if p) if attr == "tools_path" else _list(raw)
+        database = values.get("database", "")
+        if database and not database.startswith(("postgres://", "postgresql://", "sqlite:")):
+            raise ConfigError("BOT_DATABASE_URL must start with postgresql:// (or be unset for SQLite in the data "
+                              f"directory); got {database.split(':', 1)[0]!r}")
         for name, value in cli.items():
             if value is not None:
                 values[name] = Path(value) if name == "data_dir" else value

@@ -12,7 +12,7 @@ from pathlib import Path
 from cryptography.fernet import Fernet, InvalidToken
 
 from bot.config import Config, ConfigError
-from bot.persistence.db import ensure_private_dir
+from bot.persistence.sqlite import ensure_private_dir
 
 KEY_FILE = "secret.key"
 # A passphrase in BOT_SECRET_KEY is stretched with scrypt; a fixed salt is fine because the

@@ -51,14 +51,3 @@ def settings_from_config(config: Config) -> RuntimeSettings:
         burst_window_ms=config.burst_window_ms,
         handoff_keywords=config.handoff_keywords,
     )
-
-
-class EnvSettings:
-    """Settings from the boot configuration only."""
-
-    def __init__(self, config: Config) -> None:
-        self._settings = settings_from_config(config)
-
-    async def current(self) -> RuntimeSettings:
-        """The env settings."""
-        return self._settings

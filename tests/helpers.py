@@ -9,8 +9,10 @@ from typing import Any
 
 from aiohttp.test_utils import TestClient
 
+from bot.actors.conversation import Reload
 from bot.persistence import Repositories
-from bot.web.keys import REPOS
+from bot.persistence.conversations import Conversation
+from bot.web.keys import REGISTRY, REPOS
 
 
 def repos_of(client: TestClient) -> Repositories:
@@ -32,20 +34,62 @@ async def wait_until(check: Callable[[], Awaitable[Any]], *, timeout: float = 10
 
 async def inbox_statuses(client: TestClient) -> dict[str, str]:
     """wamid → inbox status."""
-    rows = await repos_of(client).db.fetchall("SELECT wamid, status FROM inbox ORDER BY id")
+    rows = await repos_of(client).db.fetch("SELECT wamid, status FROM inbox ORDER BY id")
     return {r["wamid"]: r["status"] for r in rows}
 
 
 async def wait_handled(client: TestClient, count: int, *, timeout: float = 10.0) -> dict[str, str]:
-    """Wait until `count` inbox rows have left 'pending'."""
+    """Wait until `count` inbox rows have left 'pending' and nothing is left to send.
+
+    The actor commits a turn first and sends after it: a test that looks at what Meta received
+    must also wait for the outbox to settle.
+    """
+    repos = repos_of(client)
 
     async def check() -> dict[str, str] | None:
         statuses = await inbox_statuses(client)
         done = [s for s in statuses.values() if s != "pending"]
-        return statuses if len(done) >= count else None
+        if len(done) < count:
+            return None
+        busy = await repos.db.fetchval("SELECT COUNT(*) FROM outbox WHERE status IN ('queued', 'sending')")
+        return statuses if not busy else None
 
     result: dict[str, str] = await wait_until(check, timeout=timeout, what=f"{count} handled inbox rows")
     return result
+
+
+async def wait_conversation(client: TestClient, check: Callable[[Conversation], bool], what: str,
+                            ident: str | None = None, *, timeout: float = 10.0) -> Conversation:
+    """Wait until the (only, or the named) stored conversation satisfies `check`: its actor writes asynchronously."""
+
+    async def current() -> Conversation | None:
+        repos = repos_of(client)
+        if ident is not None:
+            conv = await repos.conversations.find(ident)
+        else:
+            row = await repos.db.fetchrow("SELECT * FROM conversations ORDER BY id LIMIT 1")
+            conv = None if row is None else Conversation.from_row(row)
+        return conv if conv is not None and check(conv) else None
+
+    result: Conversation = await wait_until(current, timeout=timeout, what=what)
+    return result
+
+
+async def wait_sent(client: TestClient, count: int, *, timeout: float = 10.0) -> list[Any]:
+    """Wait until `count` outbox rows have left queued/sending (the actor records a send after Graph answers)."""
+
+    async def check() -> list[Any] | None:
+        rows = await repos_of(client).db.fetch(
+            "SELECT * FROM outbox WHERE status NOT IN ('queued', 'sending') ORDER BY id")
+        return rows if len(rows) >= count else None
+
+    result: list[Any] = await wait_until(check, timeout=timeout, what=f"{count} sends recorded")
+    return result
+
+
+def reload_actors(client: TestClient) -> None:
+    """After a test writes the database behind the actors' backs: make live actors read it again."""
+    client.app[REGISTRY].tell_all(Reload())  # type: ignore[index]
 
 
 async def sign_in(client: TestClient, username: str = "admin", password: str = "test-admin-password") -> str:

@@ -11,7 +11,7 @@ import orjson
 
 from bot.commands.import_frappe import import_sessions
 from bot.config import Config
-from bot.persistence.db import Database
+from bot.persistence.database import Database
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -23,10 +23,10 @@ def write(folder: Path, name: str, data: object) -> None:
 
 async def rows(config: Config) -> list[dict[str, object]]:
     """The conversations table."""
-    db = Database(config.db_path)
+    db = Database.create(config.database_url)
     await db.open()
     try:
-        return [dict(r) for r in await db.fetchall("SELECT * FROM conversations ORDER BY wa_id")]
+        return [dict(r) for r in await db.fetch("SELECT * FROM conversations ORDER BY wa_id")]
     finally:
         await db.close()
 

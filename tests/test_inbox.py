@@ -11,7 +11,7 @@ from tests.conftest import API_TOKEN, ClientFactory, post_webhook
 from tests.fakes.graph_server import FakeGraph
 from tests.fakes.meta import load_sample, status_update, text_message
 from tests.fakes.openai_server import FakeOpenAI
-from tests.helpers import repos_of, sign_in, wait_handled, wait_until
+from tests.helpers import repos_of, sign_in, wait_handled, wait_sent, wait_until
 
 AUTH = {"Authorization": f"Bearer {API_TOKEN}"}
 PHONE = "393330000000"
@@ -67,12 +67,7 @@ async def test_new_message_arrives_live_and_reconnect_catches_up(
     stream.close()
     # While disconnected: the AI reply and a status change happen.
     await fake_graph.wait_for_sent(1)
-    await wait_handled(client, 1)
-    wamid = await repos_of(client).db.scalar("SELECT wamid FROM outbox")
-
-    async def sent() -> bool:
-        return wamid is not None
-    await wait_until(sent)
+    wamid = (await wait_sent(client, 1))[0]["wamid"]
     await post_webhook(client, status_update(wamid, "read", PHONE))
     again = await client.get("/inbox/events", headers={"Last-Event-ID": last_seen})
     missed = await read_events(again, 2)
@@ -143,9 +138,8 @@ async def test_list_is_paged_searchable_and_indexed(client: TestClient, fake_gra
     assert second["conversations"][0]["name"] == "Cliente 49"
     found = await (await client.get("/api/conversations?q=Cliente 1234", headers=AUTH)).json()
     assert [c["name"] for c in found["conversations"]] == ["Cliente 1234"]
-    plan = await repos.db.fetchall(
-        "EXPLAIN QUERY PLAN SELECT * FROM conversations ORDER BY needs_human DESC, last_activity_at DESC LIMIT 50"
-    )
+    plan = await repos.db.fetch(
+        "EXPLAIN QUERY PLAN SELECT * FROM conversations ORDER BY needs_human DESC, last_activity_at DESC LIMIT 50")
     assert any("conversations_activity" in str(tuple(r)) for r in plan)
     assert elapsed < 2.0, "a page of the list must not load the whole table"
     bad = await client.get("/api/conversations?limit=abc", headers=AUTH)
@@ -211,7 +205,7 @@ async def test_test_chats_stay_out_of_the_whatsapp_counts(client: TestClient, fa
     await wait_handled(client, 2)
 
     async def test_reply() -> bool:
-        return bool(await repos_of(client).db.scalar("SELECT COUNT(*) FROM outbox WHERE phone_number_id = 'test'"))
+        return bool(await repos_of(client).db.fetchval("SELECT COUNT(*) FROM outbox WHERE phone_number_id = 'test'"))
 
     await wait_until(test_reply, what="the test chat reply")
     diagnostics = await (await client.get("/api/diagnostics", headers=AUTH)).json()

@@ -12,7 +12,7 @@ from tests.conftest import ClientFactory, post_webhook
 from tests.fakes.graph_server import FakeGraph, GraphFailure
 from tests.fakes.meta import text_message
 from tests.fakes.openai_server import EmptyReply, Fail, FakeOpenAI, Reply
-from tests.helpers import repos_of, wait_handled, wait_until
+from tests.helpers import reload_actors, repos_of, wait_handled, wait_sent, wait_until
 
 PHONE = "393330000000"
 
@@ -133,7 +133,7 @@ async def test_transient_model_errors_are_retried(
     await fake_graph.wait_for_sent(1)
     assert fake_graph.texts() == ["finalmente"]
     assert len(fake_openai.responses_requests()) == 4
-    errors = await repos_of(client).db.scalar("SELECT COUNT(*) FROM errors")
+    errors = await repos_of(client).db.fetchval("SELECT COUNT(*) FROM errors")
     assert errors == 0
 
 
@@ -148,9 +148,9 @@ async def test_final_model_errors_are_not_retried_and_are_recorded(
     assert statuses == {"wamid.Q1": "failed"}
     assert len(fake_openai.responses_requests()) == 1
     repos = repos_of(client)
-    row = await repos.db.fetchone("SELECT type, message FROM errors")
+    row = await repos.db.fetchrow("SELECT type, message FROM errors")
     assert row is not None and row["type"] == "openai_quota" and "quota" in row["message"]
-    reason = await repos.db.scalar("SELECT last_error FROM inbox WHERE wamid = 'wamid.Q1'")
+    reason = await repos.db.fetchval("SELECT last_error FROM inbox WHERE wamid = 'wamid.Q1'")
     assert "quota" in reason
     # The customer is not left in silence: a fixed fallback in their language.
     assert "persona" in fake_graph.texts()[0]
@@ -164,7 +164,7 @@ async def test_persistent_outage_marks_failed_after_five_tries(
     await post_webhook(client, text_message("wamid.O1", PHONE, "hello there, are you open today?"))
     assert await wait_handled(client, 1) == {"wamid.O1": "failed"}
     assert len(fake_openai.responses_requests()) == 5
-    reason = await repos_of(client).db.scalar("SELECT last_error FROM inbox")
+    reason = await repos_of(client).db.fetchval("SELECT last_error FROM inbox")
     assert "5 tries" in reason
 
 
@@ -181,7 +181,7 @@ async def test_lost_chain_starts_a_new_one_without_failing(
     requests = fake_openai.responses_requests()
     assert requests[1]["previous_response_id"]
     assert not requests[2].get("previous_response_id")
-    stored = await repos_of(client).db.scalar("SELECT last_response_id FROM conversations")
+    stored = await repos_of(client).db.fetchval("SELECT last_response_id FROM conversations")
     assert stored == fake_openai.last_response_ids()[-1]
 
 
@@ -223,7 +223,7 @@ async def test_graph_final_error_marks_failed_with_reason(
     repos = repos_of(client)
 
     async def failed() -> Any:
-        return await repos.db.fetchone("SELECT status, error_code, error_reason FROM outbox WHERE status='failed'")
+        return await repos.db.fetchrow("SELECT status, error_code, error_reason FROM outbox WHERE status='failed'")
 
 
     row = await wait_until(failed, what="failed outbox row")
@@ -241,10 +241,10 @@ async def test_graph_transient_errors_are_retried(
     assert fake_graph.texts() == ["Echo: ciao"]
 
     async def sent() -> bool:
-        return await repos_of(client).db.scalar("SELECT status FROM outbox") == "sent"
+        return await repos_of(client).db.fetchval("SELECT status FROM outbox") == "sent"
 
     await wait_until(sent, what="the outbox row marked sent")
-    assert await repos_of(client).db.scalar("SELECT attempts FROM outbox") == 3
+    assert await repos_of(client).db.fetchval("SELECT attempts FROM outbox") == 3
 
 
 async def test_concurrent_model_calls_are_capped(
@@ -267,7 +267,7 @@ async def test_outbox_row_exists_before_the_send(
     repos = repos_of(client)
 
     async def sending() -> Any:
-        return await repos.db.scalar("SELECT status FROM outbox WHERE status = 'sending'")
+        return await repos.db.fetchval("SELECT status FROM outbox WHERE status = 'sending'")
 
 
     assert await wait_until(sending, what="an outbox row in 'sending' while Graph is slow") == "sending"
@@ -284,7 +284,9 @@ async def test_chain_older_than_30_days_is_not_sent(
     client = await make_client()
     await post_webhook(client, text_message("wamid.OLD1", PHONE, "prima domanda"))
     await fake_graph.wait_for_sent(1)
-    await repos_of(client).db.execute("UPDATE conversations SET last_response_at = ?", (time.time() - 31 * 86400,))
+    await wait_sent(client, 1)
+    await repos_of(client).db.execute("UPDATE conversations SET last_response_at = $1", time.time() - 31 * 86400)
+    reload_actors(client)  # as after a restart: the actor reads the aged chain
     await post_webhook(client, text_message("wamid.OLD2", PHONE, "seconda domanda"))
     await fake_graph.wait_for_sent(2)
     requests = fake_openai.responses_requests()

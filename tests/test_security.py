@@ -99,7 +99,7 @@ async def test_forged_signatures_are_refused_and_store_nothing(client: TestClien
     tampered = body.replace(b"hello", b"HELLO")
     resp = await client.post("/webhooks/whatsapp", data=tampered, headers={"X-Hub-Signature-256": good})
     assert resp.status == 403
-    assert await repos_of(client).db.scalar("SELECT COUNT(*) FROM inbox") == 0
+    assert await repos_of(client).db.fetchval("SELECT COUNT(*) FROM inbox") == 0
 
 
 async def test_without_an_app_secret_every_post_is_refused(make_client: ClientFactory) -> None:
@@ -108,7 +108,7 @@ async def test_without_an_app_secret_every_post_is_refused(make_client: ClientFa
     for header in (sign(body, ""), sign(body, APP_SECRET)):
         resp = await client.post("/webhooks/whatsapp", data=body, headers={"X-Hub-Signature-256": header})
         assert resp.status == 403
-    assert await repos_of(client).db.scalar("SELECT COUNT(*) FROM inbox") == 0
+    assert await repos_of(client).db.fetchval("SELECT COUNT(*) FROM inbox") == 0
 
 
 async def test_a_replayed_delivery_is_accepted_but_stored_and_answered_once(
@@ -124,7 +124,7 @@ async def test_a_replayed_delivery_is_accepted_but_stored_and_answered_once(
     for _ in range(3):  # replayed later too
         assert (await client.post("/webhooks/whatsapp", data=body, headers=headers)).status == 200
     await asyncio.sleep(0.2)
-    assert await repos_of(client).db.scalar("SELECT COUNT(*) FROM inbox") == 1
+    assert await repos_of(client).db.fetchval("SELECT COUNT(*) FROM inbox") == 1
     assert fake_graph.texts() == ["Echo: replayed question"]
 
 
@@ -319,8 +319,8 @@ async def test_conversation_and_contact_search_treat_sql_as_text(client: TestCli
             found = sorted(c["name"] for c in (await resp.json())[key])
             expected = sorted(name for number, name in names.items() if _like(query, name) or _like(query, number))
             assert found == expected, (path, query)
-    assert await repos_of(client).db.scalar("SELECT COUNT(*) FROM inbox") == 3
-    assert await repos_of(client).db.scalar("SELECT COUNT(*) FROM conversations") == 3
+    assert await repos_of(client).db.fetchval("SELECT COUNT(*) FROM inbox") == 3
+    assert await repos_of(client).db.fetchval("SELECT COUNT(*) FROM conversations") == 3
 
 
 def _folded(text: str) -> str:

@@ -11,7 +11,7 @@ from tests.conftest import API_TOKEN, ClientFactory, post_webhook
 from tests.fakes.graph_server import FakeGraph
 from tests.fakes.meta import load_sample, text_message
 from tests.fakes.openai_server import CallTools, FakeOpenAI, Reply
-from tests.helpers import repos_of, wait_handled, wait_until
+from tests.helpers import repos_of, wait_conversation, wait_handled, wait_until
 
 PHONE = "393330000000"
 AUTH = {"Authorization": f"Bearer {API_TOKEN}"}
@@ -46,7 +46,9 @@ async def test_operator_message_is_sent_and_pauses_the_ai(
     await start_conversation(client, fake_graph)
     resp = await client.post(f"/api/conversations/{PHONE}/messages", json={"text": "Ciao, sono Marco"},
                              headers=AUTH)
-    assert resp.status == 201, await resp.text()
+    assert resp.status == 202, await resp.text()
+    assert (await resp.json())["status"] == "queued"  # answered at once; the actor sends it
+    await fake_graph.wait_for_sent(2)
     assert fake_graph.texts()[-1] == "Ciao, sono Marco"
     await post_webhook(client, text_message("wamid.DURING", PHONE, "Grazie Marco, quanto costa?"))
     await wait_handled(client, 2)
@@ -84,8 +86,7 @@ async def test_cooldown_resumes_by_itself(
     client = await make_client(human_cooldown_seconds=1)
     await start_conversation(client, fake_graph)
     await client.post(f"/api/conversations/{PHONE}/messages", json={"text": "Ci penso io"}, headers=AUTH)
-    conv = await repos_of(client).conversations.find(PHONE)
-    assert conv is not None and conv.paused_until is not None
+    conv = await wait_conversation(client, lambda c: c.paused_until is not None, "the pause")
     assert 0 < conv.paused_until - time.time() <= 1.5
     await post_webhook(client, text_message("wamid.CD1", PHONE, "ok grazie, aspetto"))
     await wait_handled(client, 2)
@@ -110,7 +111,7 @@ async def test_business_app_echoes_pause_the_ai(
     await post_webhook(client, text_message("wamid.AFTER", PHONE, "Ah perfetto, grazie"))
     await wait_handled(client, 2)
     assert len(fake_openai.responses_requests()) == 1
-    count = await repos_of(client).db.scalar("SELECT COUNT(*) FROM outbox WHERE author = 'operator'")
+    count = await repos_of(client).db.fetchval("SELECT COUNT(*) FROM outbox WHERE author = 'operator'")
     assert count == 1
 
 
@@ -119,30 +120,30 @@ async def test_revoke_and_edit_echoes_count_as_human_activity(
 ) -> None:
     await start_conversation(client, fake_graph)
     await post_webhook(client, load_sample("smb_echo_edit"))
-    conv = await repos_of(client).conversations.find(PHONE)
-    assert conv is not None and conv.paused
+    await wait_conversation(client, lambda c: c.paused, "the pause after an edit")
     await client.post(f"/api/conversations/{PHONE}/resume", headers=AUTH)
+    await wait_conversation(client, lambda c: not c.paused, "the hand-back")
     await post_webhook(client, echo("wamid.REV", "", kind="revoke"))
-    conv = await repos_of(client).conversations.find(PHONE)
-    assert conv is not None and conv.paused
+    await wait_conversation(client, lambda c: c.paused, "the pause after a deletion")
 
 
 async def test_operator_steps_in_while_the_model_is_thinking(
     client: TestClient, fake_openai: FakeOpenAI, fake_graph: FakeGraph
 ) -> None:
     await start_conversation(client, fake_graph)
-    chain_before = await repos_of(client).db.scalar("SELECT last_response_id FROM conversations")
+    chain_before = await repos_of(client).db.fetchval("SELECT last_response_id FROM conversations")
     fake_openai.latency = 0.5
     await post_webhook(client, text_message("wamid.RACE", PHONE, "Posso pagare alla consegna?"))
     await fake_openai.wait_for_requests(2)
     resp = await client.post(f"/api/conversations/{PHONE}/messages", json={"text": "Sì, certo!"}, headers=AUTH)
-    assert resp.status == 201
+    assert resp.status == 202
     statuses = await wait_handled(client, 2)
     assert statuses["wamid.RACE"] == "ignored"
+    await fake_graph.wait_for_sent(2)
     assert fake_graph.texts()[-1] == "Sì, certo!"
     assert "Echo: Posso pagare alla consegna?" not in fake_graph.texts()
     # The dropped draft's response id is not kept.
-    assert await repos_of(client).db.scalar("SELECT last_response_id FROM conversations") == chain_before
+    assert await repos_of(client).db.fetchval("SELECT last_response_id FROM conversations") == chain_before
 
 
 async def test_pause_endpoint_and_unknown_conversation(client: TestClient, fake_openai: FakeOpenAI,
@@ -161,7 +162,7 @@ async def test_pause_endpoint_and_unknown_conversation(client: TestClient, fake_
 
 async def test_operator_message_outside_24h_window_gets_409(client: TestClient, fake_graph: FakeGraph) -> None:
     await start_conversation(client, fake_graph)
-    await repos_of(client).db.execute("UPDATE conversations SET last_inbound_at = ?", (time.time() - 25 * 3600,))
+    await repos_of(client).db.execute("UPDATE conversations SET last_inbound_at = $1", time.time() - 25 * 3600)
     resp = await client.post(f"/api/conversations/{PHONE}/messages", json={"text": "Ciao!"}, headers=AUTH)
     assert resp.status == 409
     assert "24 hours" in (await resp.json())["error"]
@@ -177,7 +178,7 @@ async def test_autoreply_off_stores_and_sends_nothing(
     assert fake_openai.responses_requests() == []
     assert fake_graph.sent == [] and fake_graph.read_marks == []
     # The customer still becomes a CRM contact, named from their WhatsApp profile.
-    assert await repos_of(client).db.scalar("SELECT name FROM contacts") == "Test User"
+    assert await repos_of(client).db.fetchval("SELECT name FROM contacts") == "Test User"
 
 
 async def test_reaction_and_read_receipt_around_the_turn(
@@ -260,7 +261,7 @@ async def test_voice_note_is_transcribed_and_stored(client: TestClient, fake_ope
     await post_webhook(client, load_sample("audio_voice"))
     await fake_graph.wait_for_sent(1)
     assert fake_graph.texts() == ["Echo: vorrei ordinare due pani integrali"]
-    stored = await repos_of(client).db.scalar("SELECT text FROM inbox WHERE type = 'audio'")
+    stored = await repos_of(client).db.fetchval("SELECT text FROM inbox WHERE type = 'audio'")
     assert stored == "vorrei ordinare due pani integrali"
 
 
@@ -270,7 +271,7 @@ async def test_failed_media_download_gets_a_record_and_a_reply(client: TestClien
     await fake_graph.wait_for_sent(1)
     assert fake_openai.responses_requests() == []
     assert "file" in fake_graph.texts()[0].lower()
-    row = await repos_of(client).db.fetchone("SELECT type, message FROM errors")
+    row = await repos_of(client).db.fetchrow("SELECT type, message FROM errors")
     assert row is not None and row["type"] == "media_failed:image"
 
 
@@ -278,7 +279,7 @@ async def test_oversized_media_is_refused(client: TestClient, fake_openai: FakeO
     fake_graph.media["1000000000000101"] = (b"x" * (16 * 1024 * 1024 + 10), "image/jpeg")
     await post_webhook(client, load_sample("image"))
     await fake_graph.wait_for_sent(1)
-    message = await repos_of(client).db.scalar("SELECT message FROM errors")
+    message = await repos_of(client).db.fetchval("SELECT message FROM errors")
     assert "16 MB" in message
 
 

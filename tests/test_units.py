@@ -14,7 +14,7 @@ from bot.ai.engine import strip_citations
 from bot.ai.instructions import render_instructions, with_context
 from bot.ai.privacy import PHONE_MASK, make_redactor, mask_phone, redact_deep
 from bot.config import Config, ConfigError
-from bot.persistence.db import Database
+from bot.persistence.database import Database
 from bot.whatsapp.client import TokenBucket, classify
 from bot.whatsapp.events import PayloadError, parse_webhook
 from bot.whatsapp.signature import expected_signature, signature_valid
@@ -140,21 +140,21 @@ def test_config_from_env_and_cli() -> None:
 
 
 async def test_database_is_private_and_migrated(tmp_path: Path) -> None:
-    db = Database(tmp_path / "nested" / "data" / "bot.db")
+    db = Database.create(tmp_path / "nested" / "data" / "bot.db")
     await db.open()
     try:
         assert db.applied_migrations[0] == 1
-        assert await db.scalar("PRAGMA journal_mode") == "wal"
+        assert await db.fetchval("PRAGMA journal_mode") == "wal"
         assert ((tmp_path / "nested" / "data").stat().st_mode & 0o777) == 0o700
         assert ((tmp_path / "nested" / "data" / "bot.db").stat().st_mode & 0o777) == 0o600
         with pytest.raises(RuntimeError):
             async with db.transaction() as conn:
                 await conn.execute("INSERT INTO errors (type, message, created_at) VALUES ('x', 'y', 0)")
                 raise RuntimeError("roll back")
-        assert await db.scalar("SELECT COUNT(*) FROM errors") == 0
+        assert await db.fetchval("SELECT COUNT(*) FROM errors") == 0
     finally:
         await db.close()
-    again = Database(tmp_path / "nested" / "data" / "bot.db")
+    again = Database.create(tmp_path / "nested" / "data" / "bot.db")
     await again.open()
     assert again.applied_migrations == db.applied_migrations
     await again.close()

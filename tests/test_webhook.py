@@ -3,13 +3,17 @@
 from __future__ import annotations
 
 import orjson
+import pytest
 from aiohttp.test_utils import TestClient
 
+from bot.domain.conversation import ConversationKey, OutboundMessage
+from bot.persistence.outbox import sending_stmt, sent_stmts
+from bot.persistence.sqlite import SQLiteDatabase
 from bot.web.keys import INGEST
 from tests.conftest import VERIFY_TOKEN, post_webhook
 from tests.fakes.graph_server import FakeGraph
 from tests.fakes.meta import load_sample, sign, status_update, text_message
-from tests.helpers import inbox_statuses, repos_of, wait_handled
+from tests.helpers import inbox_statuses, repos_of, wait_handled, wait_sent
 
 
 async def test_handshake_echoes_challenge(client: TestClient) -> None:
@@ -96,7 +100,7 @@ async def test_duplicate_deliveries_never_reply_twice(client: TestClient, fake_g
     await fake_graph.wait_for_sent(2)
     await wait_handled(client, 2)
     assert fake_graph.texts() == ["Echo: Ciao, avete ancora la borsa rossa?", "Echo: ancora una domanda"]
-    count = await repos_of(client).db.scalar("SELECT COUNT(*) FROM inbox")
+    count = await repos_of(client).db.fetchval("SELECT COUNT(*) FROM inbox")
     assert count == 2
 
 
@@ -113,25 +117,23 @@ async def test_statuses_never_downgrade(client: TestClient, fake_graph: FakeGrap
     await post_webhook(client, load_sample("text"))
     sent = await fake_graph.wait_for_sent(1)
     repos = repos_of(client)
-    await wait_handled(client, 1)
-    row = await repos.db.fetchone("SELECT wamid, status FROM outbox")
-    assert row is not None and row["status"] == "sent"
+    row = (await wait_sent(client, 1))[0]
+    assert row["status"] == "sent"
     wamid = row["wamid"]
     assert sent
     for status in ("read", "delivered", "sent"):
         assert (await post_webhook(client, status_update(wamid, status, "393330000000"))).status == 200
-    assert await repos.db.scalar("SELECT status FROM outbox WHERE wamid = ?", (wamid,)) == "read"
+    assert await repos.db.fetchval("SELECT status FROM outbox WHERE wamid = $1", wamid) == "read"
 
 
 async def test_failed_status_keeps_code_and_reason(client: TestClient, fake_graph: FakeGraph) -> None:
     await post_webhook(client, load_sample("text"))
     await fake_graph.wait_for_sent(1)
-    await wait_handled(client, 1)
     repos = repos_of(client)
-    wamid = await repos.db.scalar("SELECT wamid FROM outbox")
+    wamid = (await wait_sent(client, 1))[0]["wamid"]
     errors = [{"code": 131047, "title": "Re-engagement message", "error_data": {"details": "24 hours passed"}}]
     await post_webhook(client, status_update(wamid, "failed", "393330000000", errors=errors))
-    row = await repos.db.fetchone("SELECT status, error_code, error_reason FROM outbox WHERE wamid = ?", (wamid,))
+    row = await repos.db.fetchrow("SELECT status, error_code, error_reason FROM outbox WHERE wamid = $1", wamid)
     assert row is not None
     assert (row["status"], row["error_code"], row["error_reason"]) == ("failed", 131047, "24 hours passed")
 
@@ -139,10 +141,11 @@ async def test_failed_status_keeps_code_and_reason(client: TestClient, fake_grap
 async def test_status_before_our_send_is_recorded_is_applied_later(client: TestClient) -> None:
     repos = repos_of(client)
     await post_webhook(client, status_update("wamid.EARLY", "delivered", "393330000000"))
-    ids = await repos.outbox.enqueue("100000000000001", "393330000000", author="ai", parts=["hi"],
-                                     reply_to_inbox_id=None)
-    await repos.outbox.mark_sent(ids[0], "wamid.EARLY")
-    assert await repos.db.scalar("SELECT status FROM outbox WHERE id = ?", (ids[0],)) == "delivered"
+    ids = await repos.outbox.enqueue(ConversationKey("100000000000001", "393330000000"),
+                                     [OutboundMessage("text", "hi")], author="ai")
+    await repos.db.write([sending_stmt(ids[0])])
+    await repos.db.write(sent_stmts(ids[0], "wamid.EARLY"))
+    assert await repos.db.fetchval("SELECT status FROM outbox WHERE id = $1", ids[0]) == "delivered"
 
 
 async def test_username_only_customer_is_answered_by_recipient(client: TestClient, fake_graph: FakeGraph) -> None:
@@ -156,7 +159,7 @@ async def test_non_text_message_is_stored_and_answered_politely(client: TestClie
     await post_webhook(client, load_sample("unsupported"))
     sent = await fake_graph.wait_for_sent(1)
     assert "text" in sent[0]["text"]["body"].lower()
-    row = await repos_of(client).db.fetchone("SELECT type, payload FROM inbox")
+    row = await repos_of(client).db.fetchrow("SELECT type, payload FROM inbox")
     assert row is not None and row["type"] == "unsupported"
     assert orjson.loads(row["payload"])["unsupported"]["type"] == "poll_creation"
 
@@ -168,13 +171,15 @@ async def test_full_database_answers_503_and_loses_nothing_acknowledged(
     assert (await post_webhook(client, text_message("wamid.BEFORE", "393330000000", "prima"))).status == 200
     await fake_graph.wait_for_sent(1)
     await wait_handled(client, 1)
-    pages = await repos.db.scalar("PRAGMA page_count")
-    await repos.db.conn.execute(f"PRAGMA max_page_count = {int(pages)}")
+    if not isinstance(repos.db, SQLiteDatabase):
+        pytest.skip("a full disk is simulated with SQLite's max_page_count")
+    pages = await repos.db.fetchval("PRAGMA page_count")
+    await repos.db.pragma(f"max_page_count = {int(pages)}")
     big = "x" * 50_000  # needs new pages: the "disk" is full
     resp = await post_webhook(client, text_message("wamid.FULL", "393330000000", big))
     assert resp.status == 503
     assert "retry" in (await resp.json())["error"]
-    await repos.db.conn.execute("PRAGMA max_page_count = 1073741823")
+    await repos.db.pragma("max_page_count = 1073741823")
     # Meta retries; now it is stored and answered, and what was acknowledged before is intact.
     assert (await post_webhook(client, text_message("wamid.FULL", "393330000000", big))).status == 200
     statuses = await wait_handled(client, 2)

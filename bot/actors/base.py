@@ -78,6 +78,12 @@ class Actor(Generic[K]):
             await self._wait(timeout)
         return self._mailbox.pop(0) if self._mailbox else None
 
+    async def arrival(self, timeout: float) -> bool:
+        """Inside `handle`: wait up to `timeout` seconds for a message (not taking it); False on timeout."""
+        if not self._mailbox:
+            await self._wait(timeout)
+        return bool(self._mailbox)
+
     def peek_all(self) -> list[Any]:
         """Inside `handle`: take every message already queued, without waiting."""
         items = list(self._mailbox)
@@ -87,6 +93,44 @@ class Actor(Generic[K]):
     def push_front(self, messages: list[Any]) -> None:
         """Inside `handle`: put messages back at the head of the mailbox, in their order."""
         self._mailbox[:0] = messages
+
+    def queued(self) -> list[Any]:
+        """Inside `handle`: the messages waiting now, without taking them."""
+        return self._mailbox
+
+    def take(self, predicate: Callable[[Any], bool]) -> list[Any]:
+        """Inside `handle`: take the waiting messages for which `predicate` is true, keeping the others."""
+        taken = [m for m in self._mailbox if predicate(m)]
+        if taken:
+            self._mailbox[:] = [m for m in self._mailbox if not predicate(m)]
+        return taken
+
+    async def until_done_or(self, task: asyncio.Task[Any], interrupts: Callable[[Any], bool]) -> bool:
+        """Inside `handle`: await `task`, unless a message for which `interrupts` is true arrives first.
+
+        Then the task is cancelled (and awaited) and False is returned; the message stays queued
+        for the loop. An actor never blocks on its own mailbox, so this is how a long step (a model
+        call) gives way to something more important (a person stepping in).
+        """
+        loop = asyncio.get_running_loop()
+        try:
+            while not task.done():
+                if any(interrupts(m) for m in self._mailbox):
+                    task.cancel()
+                    await asyncio.wait({task})
+                    return False
+                waiter: asyncio.Future[None] = loop.create_future()
+                self._waiter = waiter
+                try:
+                    await asyncio.wait({task, waiter}, return_when=asyncio.FIRST_COMPLETED)
+                finally:
+                    self._waiter = None
+                    if not waiter.done():
+                        waiter.cancel()
+        except asyncio.CancelledError:
+            task.cancel()  # our own cancellation (shutdown) takes the step with it
+            raise
+        return True
 
     async def _wait(self, timeout: float | None) -> None:
         loop = asyncio.get_running_loop()

@@ -1,54 +1,109 @@
-"""The conversation actor: one customer's turns, one at a time, from inbox rows to a sent reply."""
+"""The conversation actor: THE owner of one conversation, and the only code that sends to its customer.
+
+It loads its conversation once, when it activates, and keeps it while live. Each turn reads nothing
+more and ends in one unit of work (inbox rows closed, outbox rows queued, the new response id,
+language and state), which the writer commits together with other actors' units. Then it sends.
+Operators, the Business app and the order pages reach it with `tell`: they never send themselves.
+"""
 
 from __future__ import annotations
 
 import asyncio
 import time
-from collections.abc import Awaitable, Callable
-from dataclasses import dataclass
-from typing import Any
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field, replace
+from typing import Any, Protocol
 
 import structlog
 
+from bot.actors.admission import Admission
 from bot.actors.base import Actor
+from bot.actors.channels import Channels
 from bot.actors.media import MediaReader, Understood
-from bot.actors.outbound import Outbound
-from bot.actors.takeover import Takeover
-from bot.ai.engine import AIError, Engine, Session, TurnResult
+from bot.ai.engine import AIError, Engine, TurnResult
 from bot.ai.language import detect_language
-from bot.ai.privacy import make_redactor, mask_phone
+from bot.ai.privacy import make_redactor
 from bot.backoff import Backoff
+from bot.domain.conversation import (
+    Address,
+    ConversationKey,
+    InboundMessage,
+    OutboundMessage,
+    SendError,
+    Session,
+    StoredInbound,
+    mask_phone,
+)
 from bot.persistence import Repositories
-from bot.persistence.conversations import Conversation
-from bot.persistence.db import DatabaseUnavailable
-from bot.persistence.inbox import InboxRow
+from bot.persistence import commands as command_sql
+from bot.persistence import inbox as inbox_sql
+from bot.persistence import outbox as outbox_sql
+from bot.persistence.conversations import Conversation, ConversationRepo
+from bot.persistence.crm import Contact
+from bot.persistence.database import Conflict, DatabaseUnavailable, Stmt
 from bot.settings import RuntimeSettings, SettingsSource
 from bot.texts import text as fixed_text
-from bot.whatsapp.client import GraphError, Recipient
+from bot.tools.core import ToolContext, TurnActions
 from bot.whatsapp.text import split_text
 
 log = structlog.get_logger("bot.conversation")
 
-ConversationKey = tuple[str, str]  # (business phone_number_id, customer id)
-
 # A burst never grows past this, however chatty the customer: the reply must come eventually.
 MAX_BURST_SECONDS = 10.0
 MAX_BURST_MESSAGES = 30
+# One turn takes at most this much of the customer's text; the rest goes to the next turn.
+MAX_TURN_CHARS = 8000
 
 
 @dataclass(frozen=True, slots=True)
 class Inbound:
-    """A customer message was stored in the inbox."""
+    """A customer message is in the inbox."""
 
-    inbox_id: int
+    stored: StoredInbound
 
 
 @dataclass(frozen=True, slots=True)
-class Flush:
-    """Send whatever this conversation has queued in the outbox."""
+class Wake:
+    """Look at the durable mailbox: commands, outbox rows others queued, inbox rows not yet seen.
+
+    `human`: a person stepped in (an operator's message or action, an echo from the Business app),
+    so a model call in flight is abandoned and its draft dropped.
+    """
+
+    human: bool = False
 
 
-ToolContextFactory = Callable[[Conversation, str | None], Awaitable[Any]]
+@dataclass(frozen=True, slots=True)
+class Reload:
+    """The stored conversation changed outside the actor (sessions were reset): read it again."""
+
+
+def _is_human(message: Any) -> bool:
+    return isinstance(message, Wake) and message.human
+
+
+class ToolContextFactory(Protocol):
+    """Builds a turn's ToolContext from the actor's cached state (no database work)."""
+
+    def __call__(self, key: ConversationKey, conv: Conversation, contact: Contact, language: str | None,
+                 actions: TurnActions) -> ToolContext:
+        """The context of one turn."""
+        ...
+
+
+def _nothing(*_: Any, **__: Any) -> None:
+    return None
+
+
+@dataclass(frozen=True, slots=True)
+class ConversationEvents:
+    """What the rest of the server wants to hear about (metrics, the live inbox); all optional."""
+
+    turn_finished: Callable[[str, float], None] = _nothing
+    sent: Callable[[ConversationKey, str], None] = _nothing  # key, author
+    send_failed: Callable[[int | None], None] = _nothing
+    changed: Callable[[ConversationKey, str], None] = _nothing  # key, what
+    error: Callable[[str], None] = _nothing
 
 
 @dataclass(frozen=True, slots=True)
@@ -57,173 +112,361 @@ class ConversationDeps:
 
     repos: Repositories
     engine: Engine
-    outbound: Outbound
+    channels: Channels
     media: MediaReader
-    takeover: Takeover
     settings: SettingsSource
+    admission: Admission
     tool_context: ToolContextFactory
     backoff: Backoff
     idle_seconds: float
-    on_turn: Callable[[str, float], None] | None = None
+    events: ConversationEvents = field(default_factory=ConversationEvents)
 
 
-class TurnFailed(Exception):
-    """A turn cannot be answered; the reason is stored on the inbox rows."""
+@dataclass(slots=True)
+class _Pending:
+    """An outbox row the actor will send (its own, or one an operator queued)."""
 
-    def __init__(self, reason: str, kind: str) -> None:
-        super().__init__(reason)
-        self.kind = kind
+    id: int
+    message: OutboundMessage
+    author: str
+    attempts: int = 0
+
+
+@dataclass(slots=True)
+class _Unit:
+    """One turn's writes, committed together: how its inbox rows close, what it queues, anything else."""
+
+    status: str = "done"
+    error: str | None = None
+    messages: list[OutboundMessage] = field(default_factory=list)
+    author: str = "ai"
+    stmts: list[Stmt] = field(default_factory=list)
+    changed: str | None = None  # what to tell the live inbox once committed
+
+    def add(self, *stmts: Stmt) -> None:
+        self.stmts.extend(stmts)
 
 
 class ConversationActor(Actor[ConversationKey]):
-    """Folds bursts into turns, asks the engine, and sends through the outbox."""
+    """Folds bursts into turns, asks the engine, and sends through its channel."""
 
-    __slots__ = ("deps",)
+    __slots__ = ("_sending", "contact", "conv", "deps")
 
     def __init__(self, key: ConversationKey, deps: ConversationDeps,
                  on_exit: Callable[[Actor[ConversationKey]], None]) -> None:
         super().__init__(key, idle_seconds=deps.idle_seconds, on_exit=on_exit)
         self.deps = deps
+        self.conv: Conversation | None = None
+        self.contact: Contact | None = None
+        self._sending: list[_Pending] = []
 
+    # -- the mailbox ---------------------------------------------------------------------------
     async def handle(self, message: Any) -> None:
         """Dispatch one mailbox message."""
         match message:
-            case Inbound(inbox_id=inbox_id):
-                await self._turn([inbox_id])
-            case Flush():
-                await self._flush()
+            case Inbound(stored=stored):
+                await self._turn([stored])
+            case Wake():
+                await self._wake()
+            case Reload():
+                self.conv = self.contact = None
             case _:
                 log.warning("actor_message_unknown", message=type(message).__name__)
 
-    async def _collect_burst(self, ids: list[int], window: float) -> None:
-        """Fold messages already queued, then those arriving within `window` of the previous one."""
-        others: list[Any] = []
-        for msg in self.peek_all():
-            (ids.append(msg.inbox_id) if isinstance(msg, Inbound) else others.append(msg))
-        started = time.monotonic()
-        while window > 0 and not others and len(ids) < MAX_BURST_MESSAGES:
-            remaining = MAX_BURST_SECONDS - (time.monotonic() - started)
-            if remaining <= 0:
-                break
-            msg = await self.receive(min(window, remaining))
-            if msg is None:
-                break
-            if isinstance(msg, Inbound):
-                ids.append(msg.inbox_id)
-            else:
-                others.append(msg)  # e.g. Stop: answer what we have now, handle it after the turn
-        self.push_front(others)
+    async def _state(self) -> tuple[Conversation, Contact]:
+        """The cached conversation and contact, read once per activation."""
+        if self.conv is None or self.contact is None:
+            repos, key = self.deps.repos, self.key
+            conv, contact = await asyncio.gather(
+                repos.conversations.get(key.business, key.customer),
+                repos.contacts.for_conversation(key.business, key.customer),
+            )
+            if conv is None or contact is None:
+                # Not created by the ingest (a replayed row from before it did): create both now.
+                conv = await repos.conversations.ensure(key.business, key.customer, wa_id=_digits(key.customer))
+                contact = await repos.contacts.ensure(key.business, key.customer, wa_id=conv.wa_id,
+                                                      user_id=conv.user_id, profile_name=conv.profile_name)
+            self.conv, self.contact = conv, contact
+        return self.conv, self.contact
 
-    async def _turn(self, ids: list[int]) -> None:
-        settings = await self.deps.settings.current()
-        await self._collect_burst(ids, settings.burst_window_ms / 1000)
+    async def _write(self, stmts: Sequence[Stmt]) -> list[Any]:
+        """A unit of work, retried while the database is unavailable (nothing is lost meanwhile)."""
         attempt = 0
         while True:
             attempt += 1
             try:
-                await self._turn_rows(ids, settings, retry=attempt > 1)
-                return
+                return await self.deps.repos.db.write(stmts)
             except DatabaseUnavailable as exc:
-                # Storage failed outside the supervised part, or while recording a failure. The rows are
-                # still in the inbox: try again later rather than leave them pending until a restart.
                 delay = self.deps.backoff.delay(min(attempt, 16))
-                log.warning("turn_postponed", error=str(exc), attempt=attempt, delay=round(delay, 2))
+                log.warning("write_postponed", error=str(exc), attempt=attempt, delay=round(delay, 2))
                 await asyncio.sleep(delay)
 
-    async def _turn_rows(self, ids: list[int], settings: RuntimeSettings, *, retry: bool) -> None:
+    # -- durable mailbox: operators, echoes, replays -------------------------------------------
+    async def _wake(self, *, pick_up: bool = True) -> None:
+        """Apply queued commands, send rows others queued, and (`pick_up`) answer rows not told to us."""
+        self.take(lambda m: isinstance(m, Wake))  # one look serves every Wake queued so far
         repos = self.deps.repos
-        rows = [r for r in await repos.inbox.get_many(ids) if r.status == "pending"]
-        if not rows:
-            if retry:
-                await self._flush()  # a reply committed before the failure may still be queued
-            return
-        last = rows[-1]
-        conv = await repos.conversations.ensure(
-            last.phone_number_id, last.customer_id, wa_id=last.wa_id, user_id=last.user_id,
-            profile_name=last.profile_name,
+        conv, _ = await self._state()
+        commands, queued, pending = await asyncio.gather(
+            repos.commands.for_key(self.key), repos.outbox.queued(self.key),
+            repos.inbox.pending(self.key) if pick_up else _none(),
         )
-        started = time.monotonic()
-        with structlog.contextvars.bound_contextvars(session_id=conv.session_id):
-            outcome = await self._supervised_turn(conv, rows, settings)
-            duration = time.monotonic() - started
-            log.info("turn_finished", outcome=outcome, messages=len(rows), seconds=round(duration, 3),
-                     customer=mask_phone(conv.wa_id) if conv.wa_id else "bsuid")
-            if self.deps.on_turn is not None:
-                self.deps.on_turn(outcome, duration)
-
-    async def _supervised_turn(self, conv: Conversation, rows: list[InboxRow], settings: RuntimeSettings) -> str:
-        repos = self.deps.repos
-        ids = [r.id for r in rows]
-        await repos.conversations.touch(conv.id, inbound=True, preview=rows[-1].text or f"[{rows[-1].type}]")
-        # Every customer gets a CRM contact on their first message, even when the AI will not answer.
-        tool_ctx = await self.deps.tool_context(conv, conv.language)
-        if not settings.autoreply:
-            await repos.inbox.set_status(ids, "ignored", error="auto-reply is off")
-            return "autoreply_off"
+        settings = await self.deps.settings.current()
         now = time.time()
-        if conv.is_paused(now):
-            await repos.inbox.set_status(ids, "ignored", error="a person is handling this conversation")
-            return "paused"
+        new = conv
+        stmts: list[Stmt] = []
+        changes: list[str] = []
+        for command in commands:
+            new, more, what = await self._command(new, command.kind, command.payload, settings,
+                                                  min(command.created_at, now))
+            stmts += more
+            if what:
+                changes.append(what)
+        known = {p.id for p in self._sending}
+        fresh = [r for r in queued if r.id not in known]
+        by_operator = [r.created_at for r in fresh if r.author == "operator"]
+        if by_operator:
+            # An operator's message: a person is at work, so the AI holds (the cooldown after their last
+            # message, or until handed back); what was said since their first is context on hand-back.
+            new = new.paused_by_human(until=_cooldown_end(settings, max(by_operator)), now=min(by_operator))
+            changes.append("operator_message")
+        if commands:
+            stmts.append(command_sql.consume_stmt([c.id for c in commands]))
+        if new is not conv:
+            stmts.append(ConversationRepo.save_stmt(new, now))
+        if stmts:
+            await self._write(stmts)
+            self.conv = new
+        for what in changes:
+            self.deps.events.changed(self.key, what)
+        self._sending += [_Pending(r.id, r.message, r.author, r.attempts) for r in fresh]
+        await self._flush()
+        told = {m.stored.inbox_id for m in self.queued() if isinstance(m, Inbound)}
+        untold = [r.stored() for r in pending if r.id not in told]
+        if untold:
+            await self._turn(untold)
+
+    async def _command(self, conv: Conversation, kind: str, payload: dict[str, Any], settings: RuntimeSettings,
+                       now: float) -> tuple[Conversation, list[Stmt], str | None]:
+        """One command's effect on the state, and the statements that go with it."""
+        match kind:
+            case "pause":
+                return conv.paused_by_human(until=None, now=now), [], "paused"
+            case "resume":
+                log.info("ai_resumed")
+                return conv.handed_back(), [], "resumed"
+            case "echo":
+                # A message from the WhatsApp Business app on the same number: a person is at work.
+                repeat = await self.deps.repos.db.fetchval(
+                    "SELECT 1 FROM outbox WHERE wamid = $1", str(payload.get("wamid")))
+                if repeat is not None:
+                    return conv, [], None  # Meta re-delivered an echo we already counted
+                stmt = outbox_sql.echo_stmt(self.key, wamid=str(payload["wamid"]), kind=str(payload.get("type")),
+                                            text=str(payload.get("text") or ""))
+                paused = conv.paused_by_human(until=_cooldown_end(settings, now), now=now)
+                return paused.touched(inbound=False, preview=str(payload.get("text") or ""), now=now), [stmt], "echo"
+            case _:
+                log.warning("command_unknown", kind=kind)
+                return conv, [], None
+
+    # -- turns ---------------------------------------------------------------------------------
+    def _fold(self, batch: list[StoredInbound]) -> None:
+        """Take customer messages already queued into this turn, up to the per-turn limits."""
+        seen = {s.inbox_id for s in batch}
+        chars = sum(len(s.message.text or "") for s in batch)
+        taken: list[Any] = []
+        for m in self.queued():
+            if not isinstance(m, Inbound):
+                continue
+            if m.stored.inbox_id in seen:
+                taken.append(m)  # told twice (a replay and a live tell): answer once
+                continue
+            size = len(m.stored.message.text or "")
+            if len(batch) >= MAX_BURST_MESSAGES or chars + size > MAX_TURN_CHARS:
+                break  # the rest goes to the next turn, in order
+            batch.append(m.stored)
+            seen.add(m.stored.inbox_id)
+            chars += size
+            taken.append(m)
+        if taken:
+            ids = {id(m) for m in taken}
+            self.take(lambda m: id(m) in ids)
+
+    async def _collect_burst(self, batch: list[StoredInbound], window: float) -> None:
+        """Fold messages arriving within `window` of the previous one (bounded in time and count)."""
+        started = time.monotonic()
+        while window > 0:
+            self._fold(batch)
+            if self.queued():
+                return  # a limit was reached, or e.g. Stop or an operator waits: answer what we have now
+            remaining = MAX_BURST_SECONDS - (time.monotonic() - started)
+            if remaining <= 0 or not await self.arrival(min(window, remaining)):
+                return
+
+    async def _turn(self, first: list[StoredInbound]) -> None:
+        settings = await self.deps.settings.current()
+        batch = list(first)
+        self._fold(batch)
+        await self._collect_burst(batch, settings.burst_window_ms / 1000)
+        async with self.deps.admission.slot():
+            # Messages that came while we waited for a slot join this turn.
+            self._fold(batch)
+            if any(_is_human(m) for m in self.queued()):
+                await self._wake(pick_up=False)  # a person stepped in before we began: their action comes first
+            conv, _ = await self._state()
+            started = time.monotonic()
+            with structlog.contextvars.bound_contextvars(session_id=conv.session_id):
+                outcome = await self._supervised(batch, settings)
+                duration = time.monotonic() - started
+                log.info("turn_finished", outcome=outcome, messages=len(batch), seconds=round(duration, 3),
+                         customer=mask_phone(conv.wa_id) if conv.wa_id else "bsuid")
+                self.deps.events.turn_finished(outcome, duration)
+        await self._flush()
+        if settings.reaction and outcome == "answered" and not self.key.is_local and self.conv is not None:
+            # The reaction said "working on it": take it back now that the reply has gone.
+            await self._signal(self.deps.channels.for_key(self.key).react(
+                self.key, _address(self.conv), batch[-1].message.wamid, ""))
+
+    async def _supervised(self, batch: list[StoredInbound], settings: RuntimeSettings) -> str:
         attempt = 0
+        first_try = time.monotonic()
         while True:
             attempt += 1
             try:
-                return await self._answer(conv, rows, settings, tool_ctx)
+                return await self._answer(batch, settings)
             except asyncio.CancelledError:
                 raise  # shutting down: the rows stay pending and are replayed at start-up
-            except (TurnFailed, AIError) as exc:
-                kind = exc.kind
-                reason = str(exc)
-                retryable = isinstance(exc, AIError) and exc.retryable
-            except GraphError as exc:
-                kind, reason, retryable = "graph_error", exc.reason, exc.retryable
+            except AIError as exc:
+                kind, reason, retryable = exc.kind, str(exc), exc.retryable
+            except SendError as exc:
+                kind, reason, retryable = "send_error", exc.reason, exc.retryable
             except Exception as exc:
                 kind, reason, retryable = f"turn_crashed:{type(exc).__name__}", f"{type(exc).__name__}: {exc}", True
                 log.exception("turn_crashed", attempt=attempt)
-            await repos.errors.record(kind, reason, session_id=conv.session_id)
-            await repos.inbox.record_attempt(ids, reason)
-            if not retryable or self.deps.backoff.exhausted(attempt):
-                await self._give_up(conv, rows, reason)
+            conv, _ = await self._state()
+            ids = [s.inbox_id for s in batch]
+            await self._write([self.deps.repos.errors.stmt(kind, reason, session_id=conv.session_id),
+                               self.deps.repos.inbox.attempt_stmt(ids, reason)])
+            if not retryable or self.deps.backoff.exhausted(attempt, first_try):
+                await self._give_up(batch, reason)
                 return "failed"
             await asyncio.sleep(self.deps.backoff.delay(attempt))
-            # Messages that came in while we waited join this turn, in order; anything else waits its turn.
-            queued = self.peek_all()
-            self.push_front([m for m in queued if not isinstance(m, Inbound)])
-            more = [m.inbox_id for m in queued if isinstance(m, Inbound)]
-            # The failed try may have committed its reply before failing (e.g. while recording the send):
-            # go on with what is still pending only, or those messages would be answered twice.
-            rows = [r for r in await repos.inbox.get_many(ids + more) if r.status == "pending"]
-            if not rows:
-                await self._flush()
-                return "answered"
-            ids = [r.id for r in rows]
+            # Messages that came in while we waited join this turn, in order.
+            self._fold(batch)
 
-    async def _give_up(self, conv: Conversation, rows: list[InboxRow], reason: str) -> None:
+    async def _give_up(self, batch: list[StoredInbound], reason: str) -> None:
         """Mark the rows failed with the reason and tell the customer a person will follow up."""
-        repos = self.deps.repos
+        conv, _ = await self._state()
         # The turn may have detected the language before failing: answer in it.
-        fresh = await repos.conversations.get(conv.phone_number_id, conv.customer_id) or conv
-        async with repos.db.transaction():
-            await repos.outbox.enqueue(
-                conv.phone_number_id, conv.customer_id, author="system",
-                parts=[fixed_text("fallback", fresh.language)], reply_to_inbox_id=rows[-1].id,
-            )
-            await repos.inbox.set_status([r.id for r in rows], "failed", error=reason)
-            await repos.conversations.set_state(conv.id, "failed")
+        language = detect_language("\n".join(s.message.text or "" for s in batch)) or conv.language
+        conv = replace(conv, language=language)
+        unit = _Unit(status="failed", error=reason, author="system", changed="failed",
+                     messages=[OutboundMessage("text", fixed_text("fallback", language))])
         log.warning("turn_failed", reason=reason)
-        await self._flush()
+        await self._commit(batch, unit, replace(conv, state="failed"))
 
-    async def _pause_context(self, conv: Conversation, current: list[InboxRow]) -> list[str]:
+    async def _answer(self, batch: list[StoredInbound], settings: RuntimeSettings) -> str:
+        conv, contact = await self._state()
+        now = time.time()
+        messages = [s.message for s in batch]
+        conv = _refresh_identity(conv, messages[-1])
+        if not settings.autoreply:
+            await self._commit(batch, _Unit(status="ignored", error="auto-reply is off"), conv)
+            return "autoreply_off"
+        if conv.is_paused(now):
+            await self._commit(batch, _Unit(status="ignored", error="a person is handling this conversation"), conv)
+            return "paused"
+        understood: list[tuple[InboundMessage, Understood]] = []
+        unit = _Unit()
+        for stored, message in zip(batch, messages, strict=True):
+            got = await self.deps.media.read(message)
+            if got.transcript:
+                unit.add(inbox_sql.InboxRepo.text_stmt(stored.inbox_id, got.transcript))
+            if got.problem:
+                unit.add(self.deps.repos.errors.stmt(f"media_failed:{message.type}", got.problem,
+                                                     session_id=conv.session_id))
+            understood.append((message, got))
+        if all(u.no_reply for _, u in understood):
+            unit.status, unit.error = "ignored", "nothing to answer (reaction)"
+            await self._commit(batch, unit, conv)
+            return "no_reply"
+        texts = [u.text for _, u in understood if u.text]
+        detected = detect_language("\n".join(u.text for m, u in understood if u.text and m.type != "location"))
+        if detected and detected != conv.language:
+            conv = replace(conv, language=detected)
+        language = conv.language
+        if not texts:
+            # Nothing the model can read (unsupported type, failed download): a fixed, polite reply.
+            reply = next((u.fixed_reply for _, u in understood if u.fixed_reply), "unsupported")
+            unit.author, unit.messages = "system", [OutboundMessage("text", fixed_text(reply, language))]
+            await self._commit(batch, unit, conv)
+            return reply
+        if _asks_for_human("\n".join(texts), settings.handoff_keywords):
+            await self._commit(batch, self._handoff_unit(unit, language), _needs_human(conv, now))
+            return "handoff"
+        if conv.paused:
+            conv = replace(conv, paused=False, paused_until=None)  # the cooldown ran out: the AI is back
+        signals = asyncio.get_running_loop().create_task(self._typing(conv, messages[-1], settings))
+        try:
+            result = await self._ask_model(conv, contact, batch, understood, settings, language)
+        finally:
+            await signals
+        if result is None:
+            await self._commit(batch, _Unit(status="ignored", error="a person stepped in"), self.conv or conv)
+            log.info("draft_dropped", reason="human_took_over")
+            return "dropped"
+        answer, actions = result
+        if actions.contact_changed:
+            self.contact = None  # a tool changed it: read it again next turn
+        if actions.handoff_reason is not None:
+            # A tool handed off: the model's draft is dropped, the customer hears the hand-off text.
+            await self._commit(batch, self._handoff_unit(unit, language), _needs_human(conv, now))
+            return "handoff"
+        reply = answer.text or fixed_text("fallback", language)
+        unit.messages = [OutboundMessage("text", part) for part in split_text(reply)]
+        new = replace(conv, last_response_id=answer.response_id, last_response_at=now, state="active",
+                      paused_since=None)
+        await self._commit(batch, unit, new)
+        return "answered"
+
+    @staticmethod
+    def _handoff_unit(unit: _Unit, language: str | None) -> _Unit:
+        unit.author, unit.messages = "system", [OutboundMessage("text", fixed_text("handoff", language))]
+        unit.changed = "needs_human"
+        log.info("handoff_requested")
+        return unit
+
+    async def _ask_model(self, conv: Conversation, contact: Contact, batch: list[StoredInbound],
+                         understood: list[tuple[InboundMessage, Understood]], settings: RuntimeSettings,
+                         language: str | None) -> tuple[TurnResult, TurnActions] | None:
+        """The model's answer, or None when a person stepped in while it was thinking."""
+        context = await self._pause_context(conv, batch)
+        if any(u.fixed_reply for _, u in understood):
+            context.append("Some of the customer's messages could not be read (unsupported or failed "
+                           "media): ask them kindly to write it in words if it matters.")
+        session = Session(session_id=conv.session_id, previous_response_id=conv.last_response_id,
+                          previous_response_at=conv.last_response_at, language=language)
+        actions = TurnActions()
+        tool_ctx = self.deps.tool_context(self.key, conv, contact, language, actions)
+        call = asyncio.get_running_loop().create_task(self.deps.engine.respond(
+            session, [_user_item(understood)], settings=settings.ai, redact=make_redactor([conv.wa_id]),
+            tool_context=tool_ctx, context_lines=context,
+        ))
+        if not await self.until_done_or(call, _is_human):
+            return None
+        return call.result(), actions
+
+    async def _pause_context(self, conv: Conversation, current: list[StoredInbound]) -> list[str]:
         """What customer and operator said while a person held the conversation (for the model)."""
         if conv.paused_since is None:
             return []
         repos = self.deps.repos
-        current_ids = {r.id for r in current}
+        current_ids = {s.inbox_id for s in current}
         said: list[tuple[float, str]] = []
-        for row in await repos.inbox.since(conv.phone_number_id, conv.customer_id, conv.paused_since):
+        for row in await repos.inbox.since(self.key, conv.paused_since):
             if row.id not in current_ids and row.text:
                 said.append((row.received_at, f"Customer: {row.text}"))
-        for out in await repos.outbox.for_conversation(conv.phone_number_id, conv.customer_id, conv.paused_since):
+        for out in await repos.outbox.for_conversation(self.key, conv.paused_since):
             if out["author"] == "operator":
                 said.append((out["created_at"], f"Our colleague: {out['text']}"))
         if not said:
@@ -235,126 +478,132 @@ class ConversationActor(Actor[ConversationKey]):
             "This is what was said meanwhile (do not repeat it, continue from there):\n" + lines
         ]
 
-    def _asks_for_human(self, text: str, keywords: tuple[str, ...]) -> bool:
-        lowered = f" {text.lower()} "
-        return any(f" {k.lower()} " in lowered or f" {k.lower()}?" in lowered or f" {k.lower()}!" in lowered
-                   or f" {k.lower()}." in lowered or f" {k.lower()}," in lowered for k in keywords if k.strip())
+    async def _commit(self, batch: list[StoredInbound], unit: _Unit, new: Conversation) -> None:
+        """The turn's one write: queued replies, closed inbox rows, the new state (and contact language)."""
+        _, contact = await self._state()
+        ids = [s.inbox_id for s in batch]
+        now = time.time()
+        stmts = [*unit.stmts, inbox_sql.close_stmt(ids, unit.status, error=unit.error, now=now)]
+        first = len(stmts)
+        stmts += outbox_sql.enqueue_stmts(self.key, unit.messages, author=unit.author,
+                                          reply_to_inbox_id=ids[-1] if ids else None, now=now)
+        stmts.append(ConversationRepo.save_stmt(new, now))
+        if new.language and new.language != contact.language:
+            stmts.append(Stmt("UPDATE contacts SET language = $1, updated_at = $2 WHERE id = $3",
+                              (new.language, now, contact.id)))
+        # The model has answered: a storage failure now retries the write, never the question.
+        results = await self._write(stmts)
+        self.conv = new
+        if self.contact is not None and new.language != contact.language:
+            self.contact = replace(contact, language=new.language)
+        # A row that already existed (a retried turn whose reply was committed before it failed) is not
+        # queued again: its id is not returned, so nothing is sent twice.
+        returned = results[first : first + len(unit.messages)]
+        self._sending += [_Pending(int(rows[0][0]), message, unit.author)
+                          for rows, message in zip(returned, unit.messages, strict=True) if rows]
+        if unit.changed:
+            self.deps.events.changed(self.key, unit.changed)
 
-    async def _answer(self, conv: Conversation, rows: list[InboxRow], settings: RuntimeSettings,
-                      tool_ctx: Any) -> str:
-        repos = self.deps.repos
-        recipient = Recipient(conv.wa_id, conv.user_id)
-        understood: list[tuple[InboxRow, Understood]] = []
-        for row in rows:
-            got = await self.deps.media.read(row)
-            if got.transcript:
-                await repos.inbox.set_text(row.id, got.transcript)
-            if got.problem:
-                await repos.errors.record(f"media_failed:{row.type}", got.problem, session_id=conv.session_id)
-            understood.append((row, got))
-        if all(u.no_reply for _, u in understood):
-            await repos.inbox.set_status([r.id for r in rows], "ignored", error="nothing to answer (reaction)")
-            return "no_reply"
-        texts = [u.text for _, u in understood if u.text]
-        language = conv.language
-        detected = detect_language("\n".join(u.text for r, u in understood if u.text and r.type != "location"))
-        if detected and detected != language:
-            language = detected
-            await repos.conversations.set_language(conv.id, detected)
-        if not texts:
-            # Nothing the model can read (unsupported type, failed download): a fixed, polite reply.
-            key = next((u.fixed_reply for _, u in understood if u.fixed_reply), "unsupported")
-            await self._commit_reply(conv, rows, [fixed_text(key, language)], None, author="system")
-            return key
-        if self._asks_for_human("\n".join(texts), settings.handoff_keywords):
-            await self.deps.takeover.hand_off(conv)
-            await self._commit_reply(conv, rows, [fixed_text("handoff", language)], None, author="system")
-            return "handoff"
-        if conv.paused:
-            # The cooldown ran out: the AI is back; say so in the database too.
-            await repos.conversations.resume(conv.id)
-        await self._turn_started(conv, rows, settings, recipient)
-        try:
-            context = await self._pause_context(conv, rows)
-            problems = [u.fixed_reply for _, u in understood if u.fixed_reply]
-            if problems:
-                context.append("Some of the customer's messages could not be read (unsupported or failed "
-                               "media): ask them kindly to write it in words if it matters.")
-            session = Session(
-                session_id=conv.session_id,
-                previous_response_id=conv.last_response_id,
-                previous_response_at=conv.last_response_at,
-                language=language,
-            )
-            redact = make_redactor([conv.wa_id])
-            if language != conv.language:
-                # The context (and the contact) must carry the language just detected.
-                tool_ctx = await self.deps.tool_context(conv, language)
-            result: TurnResult = await self.deps.engine.respond(
-                session,
-                [_user_item(understood)],
-                settings=settings.ai,
-                redact=redact,
-                tool_context=tool_ctx,
-                context_lines=context,
-            )
-            fresh = await repos.conversations.get(conv.phone_number_id, conv.customer_id)
-            if fresh is not None and fresh.is_paused(time.time()):
-                # A human stepped in while the model was thinking (or a tool handed off): drop the
-                # draft and its response id; send only what the server itself queued (e.g. hand-off).
-                await repos.inbox.set_status([r.id for r in rows], "ignored", error="a person stepped in")
-                log.info("draft_dropped", reason="human_took_over")
-                await self.deps.outbound.flush(conv.phone_number_id, conv.customer_id)
-                return "dropped"
-            reply = result.text or fixed_text("fallback", language)
-            await self._commit_reply(conv, rows, split_text(reply), result.response_id, author="ai")
-            if conv.paused_since is not None:
-                await repos.conversations.clear_pause_marker(conv.id)
-            return "answered"
-        finally:
-            await self._turn_ended(conv, rows, settings, recipient)
-
-    async def _commit_reply(self, conv: Conversation, rows: list[InboxRow], parts: list[str],
-                            response_id: str | None, *, author: str) -> None:
-        """Outbox rows, the new chain head and the closed inbox rows, in one transaction; then send."""
-        repos = self.deps.repos
-        async with repos.db.transaction():
-            await repos.outbox.enqueue(conv.phone_number_id, conv.customer_id, author=author, parts=parts,
-                                       reply_to_inbox_id=rows[-1].id)
-            if response_id is not None:
-                await repos.conversations.save_response(conv.id, response_id)
-            await repos.inbox.set_status([r.id for r in rows], "done")
-            if conv.state != "active":
-                await repos.conversations.set_state(conv.id, "active")
-        await self.deps.outbound.flush(conv.phone_number_id, conv.customer_id)
-
-    async def _turn_started(self, conv: Conversation, rows: list[InboxRow], settings: RuntimeSettings,
-                            recipient: Recipient) -> None:
+    async def _typing(self, conv: Conversation, last: InboundMessage, settings: RuntimeSettings) -> None:
         """Best effort: mark read with typing, and the optional reaction; failures never stop a turn."""
-        if conv.is_test:
+        if self.key.is_local:
             return
-        sender = self.deps.outbound.sender
+        channel, to = self.deps.channels.for_key(self.key), _address(conv)
+        await self._signal(channel.typing(self.key, to, last.wamid))
+        if settings.reaction:
+            await self._signal(channel.react(self.key, to, last.wamid, settings.reaction_emoji))
+
+    @staticmethod
+    async def _signal(call: Any) -> None:
         try:
-            await sender.mark_read(conv.phone_number_id, rows[-1].wamid, typing=True)
-            if settings.reaction:
-                await sender.send_reaction(conv.phone_number_id, recipient, rows[-1].wamid, settings.reaction_emoji)
-        except GraphError as exc:
+            await call
+        except SendError as exc:
             log.info("turn_signal_failed", error=exc.reason)
 
-    async def _turn_ended(self, conv: Conversation, rows: list[InboxRow], settings: RuntimeSettings,
-                          recipient: Recipient) -> None:
-        if not settings.reaction or conv.is_test:
-            return
-        try:
-            await self.deps.outbound.sender.send_reaction(conv.phone_number_id, recipient, rows[-1].wamid, "")
-        except GraphError as exc:
-            log.info("turn_signal_failed", error=exc.reason)
-
+    # -- sending -------------------------------------------------------------------------------
     async def _flush(self) -> None:
-        await self.deps.outbound.flush(*self.key)
+        """Send every row this actor has queued, oldest first."""
+        while self._sending:
+            row = self._sending[0]
+            await self._send(row)
+            self._sending.pop(0)
+
+    async def _send(self, row: _Pending) -> None:
+        """queued → sending → sent (or failed), each step a compare-and-set; retried with backoff."""
+        conv, _ = await self._state()
+        channel, to = self.deps.channels.for_key(self.key), _address(conv)
+        attempt = row.attempts
+        first_try = time.monotonic()
+        while True:
+            attempt += 1
+            try:
+                await self._write([outbox_sql.sending_stmt(row.id)])
+            except Conflict:
+                log.warning("send_skipped", reason="the row is no longer queued", row=row.id)
+                return
+            try:
+                wamid = await channel.send(self.key, to, row.message)
+            except SendError as exc:
+                if not exc.retryable or self.deps.backoff.exhausted(attempt, first_try):
+                    await self._write([outbox_sql.failed_stmt(row.id, exc.code, exc.reason),
+                                       self.deps.repos.errors.stmt(f"send_failed:{exc.code or 'network'}",
+                                                                   exc.reason, session_id=conv.session_id)])
+                    log.warning("reply_failed", code=exc.code, reason=exc.reason, author=row.author)
+                    self.deps.events.send_failed(exc.code)
+                    self.deps.events.changed(self.key, "send_failed")
+                    return
+                # The channel answered (or the network failed) without accepting it: safe to try again.
+                await self._write([outbox_sql.requeue_stmt(row.id, exc.reason)])
+                delay = self.deps.backoff.delay(attempt, exc.retry_after)
+                log.info("reply_retried", attempt=attempt, delay=round(delay, 2), reason=exc.reason)
+                await asyncio.sleep(delay)
+                continue
+            now = time.time()
+            sent = (self.conv or conv).touched(inbound=False, preview=row.message.text, now=now)
+            # Meta has the message: keep trying to record it, or it would stay 'sending' and its receipts
+            # orphaned (after a crash here it becomes 'unknown': never resent).
+            await self._write([*outbox_sql.sent_stmts(row.id, wamid), ConversationRepo.activity_stmt(sent, now)])
+            self.conv = sent
+            log.info("reply_sent", author=row.author, chars=len(row.message.text))
+            self.deps.events.sent(self.key, row.author)
+            return
 
 
-def _user_item(understood: list[tuple[InboxRow, Understood]]) -> dict[str, Any]:
+async def _none() -> list[Any]:
+    return []
+
+
+def _cooldown_end(settings: RuntimeSettings, now: float) -> float | None:
+    cooldown = settings.human_cooldown_seconds
+    return now + cooldown if cooldown > 0 else None
+
+
+def _needs_human(conv: Conversation, now: float) -> Conversation:
+    return conv.paused_by_human(until=None, now=now, needs_human=True)
+
+
+def _address(conv: Conversation) -> Address:
+    return Address(conv.wa_id, conv.user_id)
+
+
+def _digits(customer: str) -> str | None:
+    return customer if customer.isdigit() else None
+
+
+def _refresh_identity(conv: Conversation, last: InboundMessage) -> Conversation:
+    """The ingest keeps phone and profile name current in the row; keep the cached copy in step."""
+    if (last.wa_id or conv.wa_id) == conv.wa_id and (last.profile_name or conv.profile_name) == conv.profile_name:
+        return conv
+    return replace(conv, wa_id=last.wa_id or conv.wa_id, user_id=last.user_id or conv.user_id,
+                   profile_name=last.profile_name or conv.profile_name)
+
+
+def _asks_for_human(text: str, keywords: tuple[str, ...]) -> bool:
+    lowered = f" {text.lower()} "
+    return any(f" {k.lower()}{end}" in lowered for k in keywords if k.strip() for end in (" ", "?", "!", ".", ","))
+
+
+def _user_item(understood: list[tuple[InboundMessage, Understood]]) -> dict[str, Any]:
     """One user message for the model: the texts in order, with any photos as image inputs."""
     texts = [u.text for _, u in understood if u.text]
     images = [u.image_data_url for _, u in understood if u.image_data_url]

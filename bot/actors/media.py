@@ -7,11 +7,9 @@ from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from typing import Any, Protocol
 
-import orjson
 import structlog
 
-from bot.persistence.inbox import InboxRow
-from bot.whatsapp.client import GraphError
+from bot.domain.conversation import InboundMessage, SendError
 
 log = structlog.get_logger("bot.media")
 
@@ -46,14 +44,6 @@ class Understood:
     transcript: str | None = None
 
 
-def _payload(row: InboxRow) -> dict[str, Any]:
-    try:
-        data = orjson.loads(row.payload)
-    except orjson.JSONDecodeError:
-        return {}
-    return data if isinstance(data, dict) else {}
-
-
 def _media(payload: dict[str, Any], kind: str) -> dict[str, Any]:
     value = payload.get(kind)
     return value if isinstance(value, dict) else {}
@@ -83,7 +73,7 @@ def describe_contacts(contacts: Any) -> str:
 
 
 class MediaReader:
-    """Reads one inbox row into an Understood, downloading and transcribing where needed."""
+    """Reads one customer message into an Understood, downloading and transcribing where needed."""
 
     def __init__(self, *, source: MediaSource, transcribe: Transcriber | None,
                  max_bytes: int = MAX_MEDIA_BYTES) -> None:
@@ -94,22 +84,21 @@ class MediaReader:
     async def _fetch(self, media: dict[str, Any]) -> tuple[bytes, str]:
         media_id = media.get("id")
         if not isinstance(media_id, str) or not media_id:
-            raise GraphError("the message has no media id", code=None, http_status=None, retryable=False)
+            raise SendError("the message has no media id")
         info = await self._source.media_url(media_id)
         size = info.get("file_size")
         if isinstance(size, int | str) and str(size).isdigit() and int(size) > self._max_bytes:
-            raise GraphError(f"the file is larger than {self._max_bytes // (1024 * 1024)} MB", code=None,
-                             http_status=None, retryable=False)
+            raise SendError(f"the file is larger than {self._max_bytes // (1024 * 1024)} MB")
         data = await self._source.download(str(info["url"]), max_bytes=self._max_bytes)
         mime = str(info.get("mime_type") or media.get("mime_type") or "application/octet-stream")
         return data, mime
 
-    async def read(self, row: InboxRow) -> Understood:
+    async def read(self, message: InboundMessage) -> Understood:
         """Understand one stored message."""
-        payload = _payload(row)
-        kind = row.type
+        payload = message.payload
+        kind = message.type
         if kind in ("text", "interactive", "button"):
-            return Understood(text=row.text) if row.text else Understood(fixed_reply="unsupported")
+            return Understood(text=message.text) if message.text else Understood(fixed_reply="unsupported")
         if kind == "reaction":
             return Understood(no_reply=True)
         if kind == "image":
@@ -117,7 +106,7 @@ class MediaReader:
             caption = media.get("caption") if isinstance(media.get("caption"), str) else None
             try:
                 data, mime = await self._fetch(media)
-            except GraphError as exc:
+            except SendError as exc:
                 log.warning("media_download_failed", kind=kind, reason=exc.reason)
                 return Understood(fixed_reply="media_failed", problem=f"image download failed: {exc.reason}")
             if mime.split(";")[0].strip() not in IMAGE_TYPES:
@@ -131,7 +120,7 @@ class MediaReader:
             try:
                 data, mime = await self._fetch(media)
                 transcript = (await self._transcribe(data, mime, "voice.ogg")).strip()
-            except GraphError as exc:
+            except SendError as exc:
                 log.warning("media_download_failed", kind=kind, reason=exc.reason)
                 return Understood(fixed_reply="media_failed", problem=f"voice note download failed: {exc.reason}")
             except Exception as exc:

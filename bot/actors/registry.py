@@ -38,6 +38,11 @@ class Registry(Generic[K]):
             actor.start()
         actor.tell(message)
 
+    def tell_all(self, message: Any) -> None:
+        """Deliver a message to every live actor (e.g. Reload after a reset)."""
+        for key in list(self._actors):
+            self.tell(key, message)
+
     def get(self, key: K) -> Actor[K] | None:
         """The live actor for a key, if any."""
         return self._actors.get(key)

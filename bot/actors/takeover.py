@@ -1,4 +1,9 @@
-"""Human takeover: operators' messages and Business-app echoes pause the AI; pause, resume, hand-off."""
+"""What operators and the server's own pages ask of a conversation; its actor carries it out.
+
+Nothing here sends or changes a conversation's state: an operator's message is appended to the
+outbox as `queued` (the durable way to tell the actor), a pause or a hand-back is a command in the
+actor's durable mailbox, and then the actor is told. Every HTTP handler answers at once.
+"""
 
 from __future__ import annotations
 
@@ -8,103 +13,69 @@ from typing import Any
 
 import structlog
 
-from bot.actors.outbound import Outbound
+from bot.actors.conversation import Wake
+from bot.domain.conversation import ConversationKey, OutboundMessage
 from bot.persistence import Repositories
 from bot.persistence.conversations import Conversation
-from bot.settings import SettingsSource
-from bot.whatsapp.events import BusinessEcho
+from bot.persistence.database import Tx
+from bot.persistence.outbox import OutboxRow, enqueue_stmts
 
 log = structlog.get_logger("bot.takeover")
 
 # Meta only lets a business write freely within 24 hours of the customer's last message.
 SERVICE_WINDOW_SECONDS = 24 * 3600
 
-Notify = Callable[[str, Conversation], Any]
+Tell = Callable[[ConversationKey, Any], None]
 
 
 class WindowClosed(Exception):
     """The customer's last message is older than 24 hours: WhatsApp would refuse a free-form message."""
 
 
+def window_open(conv: Conversation, now: float | None = None) -> bool:
+    """Whether a free-form message may go to this customer now (always, for the test chat)."""
+    if conv.is_test:
+        return True
+    return conv.last_inbound_at is not None and (now or time.time()) - conv.last_inbound_at <= SERVICE_WINDOW_SECONDS
+
+
 class Takeover:
-    """The one place that decides when a person holds a conversation."""
+    """The operators' side of human takeover: messages, pause, hand back. Answers without waiting."""
 
-    def __init__(self, *, repos: Repositories, outbound: Outbound, settings: SettingsSource,
-                 notify: Notify | None = None) -> None:
+    def __init__(self, *, repos: Repositories, tell: Tell) -> None:
         self.repos = repos
-        self.outbound = outbound
-        self.settings = settings
-        self._notify = notify
+        self._tell = tell
 
-    async def _pause_until(self) -> float | None:
-        cooldown = (await self.settings.current()).human_cooldown_seconds
-        return time.time() + cooldown if cooldown > 0 else None
-
-    def _changed(self, what: str, conv: Conversation) -> None:
-        if self._notify is not None:
-            self._notify(what, conv)
-
-    async def human_stepped_in(self, conv: Conversation) -> None:
-        """Pause the AI: until handed back (cooldown 0) or for the cooldown after this message."""
-        await self.repos.conversations.pause(conv.id, until=await self._pause_until())
-        log.info("ai_paused", session_id=conv.session_id, reason="human_message")
-
-    async def operator_message(self, conv: Conversation, text: str, *, user: str | None = None) -> int:
-        """Send an operator's message now (not behind a model call) and pause the AI; returns the outbox id."""
-        if conv.is_test is False and (
-            conv.last_inbound_at is None or time.time() - conv.last_inbound_at > SERVICE_WINDOW_SECONDS
-        ):
+    async def operator_message(self, conv: Conversation, text: str, *, user: str | None = None) -> OutboxRow:
+        """Queue an operator's message; the actor pauses the AI (dropping a draft in progress) and sends it."""
+        if not window_open(conv):
             raise WindowClosed(
                 "The customer's last message is more than 24 hours old, so WhatsApp only allows approved "
-                "template messages now. Wait for the customer to write again, or send a template from "
-                "WhatsApp Manager."
+                "template messages now. Send one with POST /api/conversations/{wa_id}/template, or wait "
+                "for the customer to write again."
             )
-        # Pause first: a model turn that is thinking right now must see it and drop its draft.
-        await self.human_stepped_in(conv)
-        ids = await self.repos.outbox.enqueue(conv.phone_number_id, conv.customer_id, author="operator",
-                                              parts=[text], reply_to_inbox_id=None)
+        ids = await self.repos.outbox.enqueue(conv.key, [OutboundMessage("text", text)], author="operator")
+        self._tell(conv.key, Wake(human=True))
+        log.info("operator_message_queued", session_id=conv.session_id, user=user)
         row = await self.repos.outbox.get(ids[0])
         assert row is not None
-        fresh = await self.repos.conversations.get(conv.phone_number_id, conv.customer_id) or conv
-        await self.outbound.send(fresh, row)
-        log.info("operator_message_sent", session_id=conv.session_id, user=user)
-        self._changed("operator_message", fresh)
-        return row.id
-
-    async def echoes(self, echoes: list[BusinessEcho]) -> None:
-        """Messages sent from the WhatsApp Business app (incl. edits and deletions) are a human at work."""
-        for echo in echoes:
-            conv = await self.repos.conversations.ensure(
-                echo.phone_number_id, echo.customer_id, wa_id=echo.wa_id, user_id=echo.user_id
-            )
-            text = echo.text or {"revoke": "[message deleted]"}.get(echo.type, f"[{echo.type}]")
-            if echo.type == "edit":
-                text = f"[edited] {text}"
-            # One transaction: if pausing fails, the echo is not kept either, so Meta's redelivery pauses.
-            async with self.repos.db.transaction():
-                new = await self.repos.outbox.record_echo(
-                    echo.phone_number_id, echo.customer_id, wamid=echo.wamid, kind=echo.type, text=text
-                )
-                if new:
-                    await self.human_stepped_in(conv)
-            if not new:
-                continue  # Meta re-delivered an echo we already counted
-            fresh = await self.repos.conversations.get(conv.phone_number_id, conv.customer_id) or conv
-            self._changed("echo", fresh)
+        return row
 
     async def pause(self, conv: Conversation) -> None:
         """An operator holds the conversation without writing (until handed back)."""
-        await self.repos.conversations.pause(conv.id, until=None)
-        self._changed("paused", conv)
+        await self.repos.commands.add(conv.key, "pause")
+        self._tell(conv.key, Wake(human=True))
 
     async def resume(self, conv: Conversation) -> None:
         """Hand back to the AI; the next turn gets what was said meanwhile as context."""
-        await self.repos.conversations.resume(conv.id)
-        log.info("ai_resumed", session_id=conv.session_id)
-        self._changed("resumed", conv)
+        await self.repos.commands.add(conv.key, "resume")
+        self._tell(conv.key, Wake())
 
-    async def hand_off(self, conv: Conversation) -> None:
-        """The customer asked for a person: pause, flag 'needs human' for operators."""
-        await self.repos.conversations.pause(conv.id, until=None, needs_human=True)
-        log.info("handoff_requested", session_id=conv.session_id)
-        self._changed("needs_human", conv)
+    @staticmethod
+    async def queue_system_text(tx: Tx, key: ConversationKey, text: str) -> None:
+        """Inside the caller's transaction: a text from the server itself (an order confirmation)."""
+        await tx.run(enqueue_stmts(key, [OutboundMessage("text", text)], author="system", reply_to_inbox_id=None))
+
+    def wake(self, key: ConversationKey) -> None:
+        """Tell the conversation's actor to look at its durable mailbox (after `queue_system_text`)."""
+        self._tell(key, Wake())

@@ -12,12 +12,12 @@ from typing import Any, Protocol
 
 import httpx2
 import openai
-import orjson
 import structlog
 
 from bot.ai.instructions import render_instructions, with_context
 from bot.ai.privacy import Redactor, redact_deep
 from bot.backoff import Backoff
+from bot.domain.conversation import Session
 
 log = structlog.get_logger("bot.ai")
 
@@ -38,16 +38,6 @@ class AISettings:
     extra_tools: tuple[dict[str, Any], ...] = ()
     # Function tools not to offer this turn (e.g. the local knowledge-base search while it is off).
     hidden_tools: frozenset[str] = frozenset()
-
-
-@dataclass(frozen=True, slots=True)
-class Session:
-    """What the AI knows of a conversation: never a phone number."""
-
-    session_id: str
-    previous_response_id: str | None
-    previous_response_at: float | None
-    language: str | None
 
 
 @dataclass(frozen=True, slots=True)
@@ -308,15 +298,3 @@ class Engine:
         except Exception as exc:
             raise classify(exc) from exc
         return str(getattr(result, "text", "") or "")
-
-
-class NoTools:
-    """A tool runner with no tools (used until the registry is wired, and in some tests)."""
-
-    def specs(self) -> list[dict[str, Any]]:
-        """No tools."""
-        return []
-
-    async def call(self, name: str, arguments: str, context: Any) -> str:
-        """Every call is unknown."""
-        return orjson.dumps({"error": f"unknown tool {name}"}).decode()

@@ -24,6 +24,7 @@ from pypdf import PdfReader
 from pypdf.errors import PdfReadError, PdfStreamError
 
 from bot.ai.engine import AISettings, classify
+from bot.domain.knowledge import KnowledgeDoc, SearchHit
 
 log = structlog.get_logger("bot.knowledge")
 
@@ -43,32 +44,6 @@ class PdfText:
     """The readable text of a checked PDF, one string per page."""
 
     pages: list[str]
-
-
-@dataclass(frozen=True, slots=True)
-class KnowledgeDoc:
-    """The current PDF and its index, as stored."""
-
-    filename: str
-    stored_name: str
-    size: int
-    pages: int
-    sha256: str
-    mode: str
-    status: str  # processing | ready | failed
-    error: str | None
-    openai_file_id: str | None
-    vector_store_id: str | None
-    uploaded_at: float
-    indexed_at: float | None
-
-
-@dataclass(frozen=True, slots=True)
-class SearchHit:
-    """One page of the PDF that matches a local search."""
-
-    page: int
-    text: str
 
 
 class KnowledgeStore(Protocol):

@@ -8,7 +8,7 @@ import getpass
 import sys
 
 from bot.config import Config
-from bot.persistence.db import Database
+from bot.persistence.database import Database
 from bot.persistence.users import ROLES, UserExists, UserRepo
 from bot.web.access import hash_password, password_problem, username_problem
 
@@ -54,7 +54,7 @@ async def run(config: Config, argv: list[str]) -> int:
         print(problem, file=sys.stderr)
         return 2
     hashed = await asyncio.to_thread(hash_password, password)
-    db = Database(config.db_path)
+    db = Database.create(config.database_url)
     await db.open()
     try:
         users = UserRepo(db)

@@ -12,7 +12,7 @@ from typing import Any
 import orjson
 
 from bot.config import Config
-from bot.persistence.db import Database
+from bot.persistence.database import Database
 
 THREADS = "ai_whatsapp_threads.json"  # phone → session id
 RESPONSES = "ai_whatsapp_responses.json"  # session id → last response id
@@ -91,11 +91,11 @@ async def import_sessions(config: Config, folder: Path, phone_number_id: str, *,
     by_digits_lang = {_digits(k): v.lower() for k, v in languages.items()}
     by_digits_handoff = {_digits(k): float(v) for k, v in handoff.items()}
     cooldown = config.human_cooldown_seconds
-    db = Database(config.db_path)
+    db = Database.create(config.database_url)
     await db.open()
     imported = updated = 0
     try:
-        async with db.transaction() as conn:
+        async with db.transaction() as tx:
             for phone, session_id in threads.items():
                 wa_id = _digits(phone)
                 assert wa_id is not None
@@ -104,27 +104,25 @@ async def import_sessions(config: Config, folder: Path, phone_number_id: str, *,
                 last_human = by_digits_handoff.get(wa_id)
                 paused_until = last_human + cooldown if last_human and cooldown > 0 and last_human + cooldown > now \
                     else None
-                cur = await conn.execute(
-                    "SELECT id FROM conversations WHERE phone_number_id = ? AND (customer_id = ? OR wa_id = ?)",
-                    (phone_number_id, wa_id, wa_id),
+                existing = await tx.fetchval(
+                    "SELECT id FROM conversations WHERE phone_number_id = $1 AND (customer_id = $2 OR wa_id = $2)",
+                    phone_number_id, wa_id,
                 )
-                existing = await cur.fetchone()
-                await cur.close()
                 if existing is None:
-                    await conn.execute(
+                    await tx.execute(
                         "INSERT INTO conversations (phone_number_id, customer_id, wa_id, session_id, last_response_id, "
                         "last_response_at, language, paused, paused_until, created_at, updated_at, last_activity_at) "
-                        "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
-                        (phone_number_id, wa_id, wa_id, session_id, response_id, now if response_id else None,
-                         language, int(paused_until is not None), paused_until, now, now, last_human or now),
+                        "VALUES ($1, $2, $2, $3, $4, $5, $6, $7, $8, $9, $9, $10)",
+                        phone_number_id, wa_id, session_id, response_id, now if response_id else None,
+                        language, int(paused_until is not None), paused_until, now, last_human or now,
                     )
                     imported += 1
                 else:
-                    await conn.execute(
-                        "UPDATE conversations SET last_response_id = COALESCE(?, last_response_id), "
-                        "last_response_at = COALESCE(?, last_response_at), language = COALESCE(?, language), "
-                        "updated_at = ? WHERE id = ?",
-                        (response_id, now if response_id else None, language, now, existing[0]),
+                    await tx.execute(
+                        "UPDATE conversations SET last_response_id = COALESCE($1, last_response_id), "
+                        "last_response_at = COALESCE($2, last_response_at), language = COALESCE($3, language), "
+                        "updated_at = $4 WHERE id = $5",
+                        response_id, now if response_id else None, language, now, existing,
                     )
                     updated += 1
             orphans = set(responses) - set(threads.values())

@@ -12,7 +12,7 @@ from pathlib import Path
 
 from bot.config import Config
 from bot.persistence.crm import ProductInput, ProductRepo
-from bot.persistence.db import Database
+from bot.persistence.database import Database
 from bot.tools.money import PriceError, parse_price
 
 REQUIRED = ("sku", "name", "price")
@@ -152,7 +152,7 @@ async def run(config: Config, argv: list[str]) -> int:
     if not report.products:
         print(f"nothing imported: no row of {path} could be used", file=sys.stderr)
         return 1
-    db = Database(config.db_path)
+    db = Database.create(config.database_url)
     await db.open()
     try:
         added, updated = await ProductRepo(db).upsert_many(report.products)

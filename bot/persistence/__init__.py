@@ -1,13 +1,14 @@
-"""Persistence: one Database and a repository per table group."""
+"""Persistence: one Database (SQLite or PostgreSQL) and a repository per table group."""
 
 from __future__ import annotations
 
 from dataclasses import dataclass
 
 from bot.persistence.assistant import AssistantSettingsRepo, KnowledgeRepo
+from bot.persistence.commands import CommandRepo
 from bot.persistence.conversations import ConversationRepo
 from bot.persistence.crm import ContactRepo, OrderRepo, ProductRepo
-from bot.persistence.db import Database
+from bot.persistence.database import Database
 from bot.persistence.inbox import ErrorRepo, InboxRepo
 from bot.persistence.outbox import OutboxRepo
 from bot.persistence.stats import StatsRepo
@@ -22,6 +23,7 @@ class Repositories:
     conversations: ConversationRepo
     inbox: InboxRepo
     outbox: OutboxRepo
+    commands: CommandRepo
     errors: ErrorRepo
     contacts: ContactRepo
     products: ProductRepo
@@ -40,6 +42,7 @@ class Repositories:
             conversations=ConversationRepo(db),
             inbox=InboxRepo(db),
             outbox=OutboxRepo(db),
+            commands=CommandRepo(db),
             errors=ErrorRepo(db),
             contacts=ContactRepo(db),
             products=ProductRepo(db),

@@ -7,8 +7,8 @@ from collections.abc import Sequence
 from dataclasses import asdict, dataclass, fields
 from typing import Any
 
-from bot.ai.knowledge import KnowledgeDoc, SearchHit
-from bot.persistence.db import Database
+from bot.domain.knowledge import KnowledgeDoc, SearchHit
+from bot.persistence.database import Database, Stmt
 
 
 @dataclass(frozen=True, slots=True)
@@ -31,6 +31,14 @@ class StoredAssistantSettings:
     updated_by: str | None = None
 
 
+def _upsert_sql(table: str, columns: list[str]) -> str:
+    """Insert or replace the table's single row (id = 1)."""
+    values = ", ".join(f"${i}" for i in range(1, len(columns) + 1))
+    updates = ", ".join(f"{c} = excluded.{c}" for c in columns)
+    return (f"INSERT INTO {table} (id, {', '.join(columns)}) VALUES (1, {values}) "
+            f"ON CONFLICT (id) DO UPDATE SET {updates}")
+
+
 _BOOLS = {"use_stored", "autoreply", "reaction", "kb_enabled"}
 _COLUMNS = [f.name for f in fields(StoredAssistantSettings)]
 
@@ -43,7 +51,7 @@ class AssistantSettingsRepo:
 
     async def get(self) -> StoredAssistantSettings:
         """The saved settings (all defaults when the page was never saved)."""
-        row = await self.db.fetchone("SELECT * FROM assistant_settings WHERE id = 1")
+        row = await self.db.fetchrow("SELECT * FROM assistant_settings WHERE id = 1")
         if row is None:
             return StoredAssistantSettings()
         values: dict[str, Any] = {}
@@ -60,11 +68,7 @@ class AssistantSettingsRepo:
         for name in _BOOLS:
             if data[name] is not None:
                 data[name] = int(data[name])
-        columns = ", ".join(_COLUMNS)
-        marks = ", ".join(f":{c}" for c in _COLUMNS)
-        await self.db.execute(
-            f"INSERT OR REPLACE INTO assistant_settings (id, {columns}) VALUES (1, {marks})", data
-        )
+        await self.db.execute(_upsert_sql("assistant_settings", _COLUMNS), *(data[c] for c in _COLUMNS))
 
 
 _DOC_COLUMNS = [f.name for f in fields(KnowledgeDoc)]
@@ -78,37 +82,33 @@ class KnowledgeRepo:
 
     async def get(self) -> KnowledgeDoc | None:
         """The current document, if any."""
-        row = await self.db.fetchone("SELECT * FROM knowledge_base WHERE id = 1")
+        row = await self.db.fetchrow("SELECT * FROM knowledge_base WHERE id = 1")
         if row is None:
             return None
         return KnowledgeDoc(**{name: row[name] for name in _DOC_COLUMNS})
 
     async def put(self, doc: KnowledgeDoc) -> None:
         """Create or replace the document row."""
-        columns = ", ".join(_DOC_COLUMNS)
-        marks = ", ".join(f":{c}" for c in _DOC_COLUMNS)
-        await self.db.execute(
-            f"INSERT OR REPLACE INTO knowledge_base (id, {columns}) VALUES (1, {marks})", asdict(doc)
-        )
+        data = asdict(doc)
+        await self.db.execute(_upsert_sql("knowledge_base", _DOC_COLUMNS), *(data[c] for c in _DOC_COLUMNS))
 
     async def set_pages(self, pages: Sequence[str]) -> None:
         """Replace the local index with these pages (numbered from 1)."""
-        async with self.db.transaction() as conn:
-            await conn.execute("DELETE FROM kb_pages")
-            await conn.executemany(
-                "INSERT INTO kb_pages (text, page) VALUES (?, ?)",
-                [(text, number) for number, text in enumerate(pages, start=1) if text.strip()],
-            )
+        rows = [(text, number) for number, text in enumerate(pages, start=1) if text.strip()]
+        unit = [Stmt("DELETE FROM kb_pages")]
+        if rows:
+            unit.append(Stmt("INSERT INTO kb_pages (text, page) VALUES ($1, $2)", many=rows))
+        await self.db.write(unit)
 
     async def page_count(self) -> int:
         """How many pages the local index holds."""
-        return int(await self.db.scalar("SELECT COUNT(*) FROM kb_pages") or 0)
+        return int(await self.db.fetchval("SELECT COUNT(*) FROM kb_pages") or 0)
 
     async def search(self, query: str, limit: int) -> list[SearchHit]:
         """Best-matching pages for an FTS5 query, with the matching passage."""
-        rows = await self.db.fetchall(
+        rows = await self.db.fetch(
             "SELECT page, snippet(kb_pages, 0, '', '', ' … ', 48) AS passage FROM kb_pages "
-            "WHERE kb_pages MATCH ? ORDER BY bm25(kb_pages) LIMIT ?",
-            (query, limit),
+            "WHERE kb_pages MATCH $1 ORDER BY bm25(kb_pages) LIMIT $2",
+            query, limit,
         )
         return [SearchHit(page=int(r["page"]), text=r["passage"]) for r in rows]

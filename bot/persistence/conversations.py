@@ -1,14 +1,22 @@
-"""Conversations: the phone → session id mapping, the response chain, and the takeover state."""
+"""Conversations: the phone → session id mapping, the response chain, and the takeover state.
+
+The conversation's actor is the only writer of its row while it is live: it loads the row once
+(`load`), keeps it, and writes it back whole with the rest of a turn (`save_stmt`).
+"""
 
 from __future__ import annotations
 
 import secrets
 import time
-from dataclasses import dataclass
+from collections.abc import Sequence
+from dataclasses import dataclass, replace
+from typing import Any
 
-import aiosqlite
+from bot.domain.conversation import LOCAL_CHANNEL, ConversationKey, InboundMessage
+from bot.persistence.database import Database, Record, Stmt, marks, row_to
 
-from bot.persistence.db import Database, Row, row_to
+# The business "number" of browser test chats: such conversations never reach the Graph API.
+TEST_NUMBER_ID = LOCAL_CHANNEL
 
 
 @dataclass(frozen=True, slots=True)
@@ -32,11 +40,21 @@ class Conversation:
     is_test: bool
     state: str
     last_inbound_at: float | None
+    last_outbound_at: float | None = None
+    last_message_preview: str | None = None
+    last_activity_at: float | None = None
+    flag: str | None = None
+    assigned_to: str | None = None
 
     @classmethod
-    def from_row(cls, row: Row) -> Conversation:
+    def from_row(cls, row: Record) -> Conversation:
         """Build from a `SELECT *` row."""
         return row_to(cls, row)
+
+    @property
+    def key(self) -> ConversationKey:
+        """The conversation's key."""
+        return ConversationKey(self.phone_number_id, self.customer_id)
 
     def is_paused(self, now: float) -> bool:
         """True while a human holds the conversation (a cooldown that has run out no longer holds)."""
@@ -44,14 +62,118 @@ class Conversation:
             return False
         return self.paused_until is None or now < self.paused_until
 
+    def paused_by_human(self, *, until: float | None, now: float, needs_human: bool = False) -> Conversation:
+        """The state after a person stepped in (until a time, or until handed back when None)."""
+        return replace(self, paused=True, paused_until=until, paused_since=self.paused_since or now,
+                       needs_human=self.needs_human or needs_human)
 
-# The business "number" of browser test chats: such conversations never reach the Graph API.
-TEST_NUMBER_ID = "test"
+    def handed_back(self) -> Conversation:
+        """The state after an operator gave the conversation back to the AI."""
+        return replace(self, paused=False, paused_until=None, needs_human=False, flag=None)
+
+    def touched(self, *, inbound: bool, preview: str | None, now: float) -> Conversation:
+        """Activity for the inbox list and the diagnostics."""
+        changes: dict[str, Any] = {"last_activity_at": now}
+        changes["last_inbound_at" if inbound else "last_outbound_at"] = now
+        if preview:
+            changes["last_message_preview"] = preview[:200]
+        return replace(self, **changes)
 
 
 def new_session_id() -> str:
     """A random session id, never derived from the phone number."""
     return "s_" + secrets.token_urlsafe(18)
+
+
+# The columns the actor owns and writes back whole after a turn. The ingest owns the others (phone,
+# profile name, last inbound time); activity and preview are shared, so they only ever move forward.
+_STATE_COLUMNS = (
+    "last_response_id", "last_response_at", "language", "paused", "paused_until", "paused_since",
+    "needs_human", "state", "last_outbound_at", "flag",
+)
+_N = len(_STATE_COLUMNS)
+_SAVE_SQL = (
+    "UPDATE conversations SET "
+    + ", ".join(f"{c} = ${i}" for i, c in enumerate(_STATE_COLUMNS, start=2))
+    + f", last_message_preview = CASE WHEN ${_N + 2} >= COALESCE(last_activity_at, 0) "
+    f"THEN COALESCE(${_N + 3}, last_message_preview) ELSE last_message_preview END"
+    + f", last_activity_at = CASE WHEN ${_N + 2} > COALESCE(last_activity_at, 0) THEN ${_N + 2} "
+    f"ELSE last_activity_at END"
+    + f", updated_at = ${_N + 4} WHERE id = $1"
+)
+
+
+_ARRIVAL_COLUMNS = 12
+_ARRIVAL_SQL = (
+    "INSERT INTO conversations (phone_number_id, customer_id, wa_id, user_id, profile_name, session_id, is_test, "
+    "created_at, updated_at, last_activity_at, last_inbound_at, last_message_preview) VALUES {rows} "
+    "ON CONFLICT (phone_number_id, customer_id) DO UPDATE SET "
+    "wa_id = COALESCE(excluded.wa_id, conversations.wa_id), "
+    "user_id = COALESCE(excluded.user_id, conversations.user_id), "
+    "profile_name = COALESCE(excluded.profile_name, conversations.profile_name), "
+    "last_inbound_at = CASE WHEN excluded.last_inbound_at > COALESCE(conversations.last_inbound_at, 0) "
+    "THEN excluded.last_inbound_at ELSE conversations.last_inbound_at END, "
+    "last_message_preview = CASE WHEN excluded.last_activity_at >= COALESCE(conversations.last_activity_at, 0) "
+    "THEN excluded.last_message_preview ELSE conversations.last_message_preview END, "
+    "last_activity_at = CASE WHEN excluded.last_activity_at > COALESCE(conversations.last_activity_at, 0) "
+    "THEN excluded.last_activity_at ELSE conversations.last_activity_at END"
+)
+# A customer first known by phone now arrives with a business-scoped id (conversations from before Meta
+# sent BSUIDs, sessions imported from the Frappe module): the history moves to the new key with them.
+_ADOPT_GUARD = (
+    "phone_number_id = $1 AND customer_id = $2 AND NOT EXISTS (SELECT 1 FROM conversations c "
+    "WHERE c.phone_number_id = $1 AND c.customer_id = $3)"
+)
+
+
+@dataclass(frozen=True, slots=True)
+class Arrival:
+    """Someone was heard from on a conversation: a customer's message (`inbound`) or a Business-app echo."""
+
+    business: str
+    customer: str
+    wa_id: str | None
+    user_id: str | None
+    profile_name: str | None
+    at: float
+    preview: str
+    inbound: bool = True
+
+    @classmethod
+    def of(cls, msg: InboundMessage, now: float) -> Arrival:
+        """A customer's message; its time is the customer's own (Meta's timestamp, never ahead of now)."""
+        at = min(float(msg.timestamp), now) if msg.timestamp else now
+        return cls(msg.phone_number_id, msg.customer_id, msg.wa_id, msg.user_id, msg.profile_name, at,
+                   (msg.text or f"[{msg.type}]")[:200])
+
+
+def arrival_stmts(arrivals: Sequence[Arrival], *, now: float) -> list[Stmt]:
+    """At ingest: create each conversation (with a random session id) or bring it up to date.
+
+    Idempotent for re-deliveries, since the times are the customer's own: a duplicate moves nothing.
+    The ingest owns these columns; the actor owns the rest.
+    """
+    stmts: list[Stmt] = []
+    latest: dict[tuple[str, str], Arrival] = {}
+    for arrival in arrivals:
+        if arrival.wa_id and arrival.customer != arrival.wa_id:
+            args = (arrival.business, arrival.wa_id, arrival.customer)
+            for table in ("inbox", "outbox", "commands", "contacts"):
+                stmts.append(Stmt(f"UPDATE {table} SET customer_id = $3 WHERE {_ADOPT_GUARD}", args))
+            stmts.append(Stmt(f"UPDATE conversations SET customer_id = $3, user_id = $3 WHERE {_ADOPT_GUARD}", args))
+        latest[(arrival.business, arrival.customer)] = arrival  # one row per conversation and statement
+    params: list[Any] = []
+    for a in latest.values():
+        params += (a.business, a.customer, a.wa_id, a.user_id, a.profile_name, new_session_id(),
+                   int(a.business == TEST_NUMBER_ID), now, now, a.at, a.at if a.inbound else None, a.preview)
+    if latest:
+        rows = ", ".join(f"({marks(_ARRIVAL_COLUMNS, 1 + i * _ARRIVAL_COLUMNS)})" for i in range(len(latest)))
+        stmts.append(Stmt(_ARRIVAL_SQL.format(rows=rows), tuple(params)))
+    return stmts
+
+
+def _db_value(value: Any) -> Any:
+    return int(value) if isinstance(value, bool) else value
 
 
 class ConversationRepo:
@@ -62,18 +184,18 @@ class ConversationRepo:
 
     async def get(self, phone_number_id: str, customer_id: str) -> Conversation | None:
         """The stored conversation, or None."""
-        row = await self.db.fetchone(
-            "SELECT * FROM conversations WHERE phone_number_id = ? AND customer_id = ?",
-            (phone_number_id, customer_id),
+        row = await self.db.fetchrow(
+            "SELECT * FROM conversations WHERE phone_number_id = $1 AND customer_id = $2",
+            phone_number_id, customer_id,
         )
         return None if row is None else Conversation.from_row(row)
 
     async def find(self, ident: str) -> Conversation | None:
         """Look a conversation up by customer id, phone (wa_id) or session id (newest first)."""
-        row = await self.db.fetchone(
-            "SELECT * FROM conversations WHERE customer_id = ? OR wa_id = ? OR session_id = ? "
+        row = await self.db.fetchrow(
+            "SELECT * FROM conversations WHERE customer_id = $1 OR wa_id = $1 OR session_id = $1 "
             "ORDER BY last_activity_at DESC LIMIT 1",
-            (ident, ident, ident),
+            ident,
         )
         return None if row is None else Conversation.from_row(row)
 
@@ -89,112 +211,90 @@ class ConversationRepo:
     ) -> Conversation:
         """Get or create, keeping the phone and profile name up to date when Meta sends them."""
         now = time.time()
-        async with self.db.transaction() as conn:
+        async with self.db.transaction() as tx:
             if wa_id and customer_id != wa_id:
-                await self._adopt_phone_keyed(conn, phone_number_id, customer_id, wa_id)
-            await conn.execute(
+                await self._adopt_phone_keyed(tx, phone_number_id, customer_id, wa_id)
+            row = await tx.fetchrow(
                 "INSERT INTO conversations (phone_number_id, customer_id, wa_id, user_id, profile_name, "
                 "session_id, is_test, created_at, updated_at, last_activity_at) "
-                "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?) "
+                "VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $8, $8) "
                 "ON CONFLICT (phone_number_id, customer_id) DO UPDATE SET "
-                "wa_id = COALESCE(excluded.wa_id, wa_id), user_id = COALESCE(excluded.user_id, user_id), "
-                "profile_name = COALESCE(excluded.profile_name, profile_name)",
-                (
-                    phone_number_id, customer_id, wa_id, user_id, profile_name,
-                    new_session_id(), int(is_test or phone_number_id == TEST_NUMBER_ID), now, now, now,
-                ),
+                "wa_id = COALESCE(excluded.wa_id, conversations.wa_id), "
+                "user_id = COALESCE(excluded.user_id, conversations.user_id), "
+                "profile_name = COALESCE(excluded.profile_name, conversations.profile_name) RETURNING *",
+                phone_number_id, customer_id, wa_id, user_id, profile_name, new_session_id(),
+                int(is_test or phone_number_id == TEST_NUMBER_ID), now,
             )
-        conv = await self.get(phone_number_id, customer_id)
-        assert conv is not None
-        return conv
+        assert row is not None
+        return Conversation.from_row(row)
 
     @staticmethod
-    async def _adopt_phone_keyed(conn: aiosqlite.Connection, phone_number_id: str, customer_id: str,
-                                 wa_id: str) -> None:
+    async def _adopt_phone_keyed(tx: Any, phone_number_id: str, customer_id: str, wa_id: str) -> None:
         """A customer first known by phone now arrives with a business-scoped id: keep one conversation.
 
         Happens for conversations from before Meta sent BSUIDs, and for sessions imported from the
         Frappe module (keyed by phone). Their history moves to the new key with them.
         """
-        cur = await conn.execute(
-            "SELECT 1 FROM conversations WHERE phone_number_id = ? AND customer_id = ?", (phone_number_id, customer_id)
+        exists = await tx.fetchval(
+            "SELECT 1 FROM conversations WHERE phone_number_id = $1 AND customer_id = $2", phone_number_id, customer_id
         )
-        exists = await cur.fetchone()
-        await cur.close()
         if exists is not None:
             return
-        cur = await conn.execute(
-            "UPDATE conversations SET customer_id = ?, user_id = ? WHERE phone_number_id = ? AND customer_id = ?",
-            (customer_id, customer_id, phone_number_id, wa_id),
+        await ConversationRepo.move_in(tx, phone_number_id, old=wa_id, new=customer_id, user_id=customer_id)
+
+    @staticmethod
+    async def move_in(tx: Any, phone_number_id: str, *, old: str, new: str, user_id: str | None = None,
+                      wa_id: str | None = None) -> bool:
+        """Re-key a conversation and its history (inbox, outbox, contact) from one customer id to another."""
+        moved = await tx.execute(
+            "UPDATE conversations SET customer_id = $1, user_id = COALESCE($2, user_id), "
+            "wa_id = COALESCE($3, wa_id) WHERE phone_number_id = $4 AND customer_id = $5",
+            new, user_id, wa_id, phone_number_id, old,
         )
-        moved = cur.rowcount
-        await cur.close()
         if moved:
-            for table in ("inbox", "outbox", "contacts"):
-                await conn.execute(
-                    f"UPDATE {table} SET customer_id = ? WHERE phone_number_id = ? AND customer_id = ?",
-                    (customer_id, phone_number_id, wa_id),
+            for table in ("inbox", "outbox", "contacts", "commands"):
+                await tx.execute(
+                    f"UPDATE {table} SET customer_id = $1 WHERE phone_number_id = $2 AND customer_id = $3",
+                    new, phone_number_id, old,
                 )
+        return bool(moved)
 
-    async def save_response(self, conversation_id: int, response_id: str | None) -> None:
-        """Remember the chain head (None starts a new chain next time)."""
-        await self.db.execute(
-            "UPDATE conversations SET last_response_id = ?, last_response_at = ?, updated_at = ? WHERE id = ?",
-            (response_id, time.time() if response_id else None, time.time(), conversation_id),
+    @staticmethod
+    def save_stmt(conv: Conversation, now: float | None = None) -> Stmt:
+        """The statement that writes a conversation's state back (part of a turn's unit)."""
+        values = [_db_value(getattr(conv, c)) for c in _STATE_COLUMNS]
+        return Stmt(_SAVE_SQL, (conv.id, *values, conv.last_activity_at or 0.0, conv.last_message_preview,
+                                now or time.time()))
+
+    @staticmethod
+    def activity_stmt(conv: Conversation, now: float) -> Stmt:
+        """After a send: the outbound time, and the activity and preview (which only move forward)."""
+        return Stmt(
+            "UPDATE conversations SET last_outbound_at = $2, last_message_preview = CASE WHEN $2 >= "
+            "COALESCE(last_activity_at, 0) THEN COALESCE($3, last_message_preview) ELSE last_message_preview END, "
+            "last_activity_at = CASE WHEN $2 > COALESCE(last_activity_at, 0) THEN $2 ELSE last_activity_at END, "
+            "updated_at = $2 WHERE id = $1",
+            (conv.id, now, conv.last_message_preview),
         )
 
-    async def set_language(self, conversation_id: int, language: str) -> None:
-        """Store the detected language."""
-        await self.db.execute(
-            "UPDATE conversations SET language = ?, updated_at = ? WHERE id = ?",
-            (language, time.time(), conversation_id),
-        )
+    async def save(self, conv: Conversation) -> None:
+        """Write a conversation's state back on its own (outside a turn)."""
+        await self.db.write([self.save_stmt(conv)])
 
-    async def set_state(self, conversation_id: int, state: str) -> None:
-        """'active' or 'failed' (the last turn could not be answered)."""
+    async def set_assigned(self, conversation_id: int, username: str | None) -> None:
+        """Who holds the conversation in the inbox (not part of the actor's state)."""
         await self.db.execute(
-            "UPDATE conversations SET state = ?, updated_at = ? WHERE id = ?", (state, time.time(), conversation_id)
-        )
-
-    async def pause(self, conversation_id: int, *, until: float | None, needs_human: bool = False) -> None:
-        """A human holds the conversation (until a time, or until handed back when None)."""
-        now = time.time()
-        await self.db.execute(
-            "UPDATE conversations SET paused = 1, paused_until = ?, paused_since = COALESCE(paused_since, ?), "
-            "needs_human = MAX(needs_human, ?), updated_at = ? WHERE id = ?",
-            (until, now, int(needs_human), now, conversation_id),
-        )
-
-    async def resume(self, conversation_id: int) -> None:
-        """Hand the conversation back to the AI."""
-        await self.db.execute(
-            "UPDATE conversations SET paused = 0, paused_until = NULL, needs_human = 0, updated_at = ? "
-            "WHERE id = ?",
-            (time.time(), conversation_id),
-        )
-
-    async def clear_pause_marker(self, conversation_id: int) -> None:
-        """Forget when the last pause began (its messages have been given to the model)."""
-        await self.db.execute("UPDATE conversations SET paused_since = NULL WHERE id = ?", (conversation_id,))
-
-    async def touch(self, conversation_id: int, *, inbound: bool, preview: str | None) -> None:
-        """Record activity for the inbox list and the diagnostics."""
-        now = time.time()
-        column = "last_inbound_at" if inbound else "last_outbound_at"
-        await self.db.execute(
-            f"UPDATE conversations SET {column} = ?, last_activity_at = ?, "
-            "last_message_preview = COALESCE(?, last_message_preview), updated_at = ? WHERE id = ?",
-            (now, now, preview[:200] if preview else None, now, conversation_id),
+            "UPDATE conversations SET assigned_to = $1, updated_at = $2 WHERE id = $3",
+            username, time.time(), conversation_id,
         )
 
     async def reset_sessions(self) -> int:
         """Forget every response chain and session mapping (contacts and orders stay)."""
-        async with self.db.transaction() as conn:
-            rows = await conn.execute_fetchall("SELECT id FROM conversations")
-            for row in rows:
-                await conn.execute(
-                    "UPDATE conversations SET session_id = ?, last_response_id = NULL, last_response_at = NULL, "
-                    "paused_since = NULL WHERE id = ?",
-                    (new_session_id(), row[0]),
-                )
-            return len(list(rows))
+        async with self.db.transaction() as tx:
+            rows = await tx.fetch("SELECT id FROM conversations")
+            await tx.executemany(
+                "UPDATE conversations SET session_id = $1, last_response_id = NULL, last_response_at = NULL, "
+                "paused_since = NULL WHERE id = $2",
+                [(new_session_id(), row[0]) for row in rows],
+            )
+            return len(rows)

@@ -7,11 +7,10 @@ import secrets
 import time
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
-from typing import Literal
+from typing import Any, Literal
 
-import aiosqlite
-
-from bot.persistence.db import Database, Row, row_to
+from bot.domain.conversation import ConversationKey
+from bot.persistence.database import Database, Record, Stmt, Tx, marks, row_to
 
 NameSource = Literal["whatsapp", "operator", "tool"]
 MAX_QUANTITY = 1000
@@ -40,9 +39,66 @@ class Contact:
     updated_at: float
 
     @classmethod
-    def from_row(cls, row: Row) -> Contact:
+    def from_row(cls, row: Record) -> Contact:
         """Build from a `SELECT *` row."""
         return row_to(cls, row)
+
+
+def ensure_contact_stmt(phone_number_id: str, customer_id: str, *, wa_id: str | None, user_id: str | None,
+                        name: str | None, language: str | None, now: float | None = None) -> Stmt:
+    """Get or create a conversation's contact, refreshing what WhatsApp tells us; returns the row.
+
+    The WhatsApp profile name only replaces a name that itself came from WhatsApp: a name the
+    customer gave the assistant, or an operator typed, is never overwritten by it.
+    """
+    changed = (
+        "(excluded.wa_id IS NOT NULL AND excluded.wa_id IS DISTINCT FROM contacts.wa_id) "
+        "OR (excluded.user_id IS NOT NULL AND excluded.user_id IS DISTINCT FROM contacts.user_id) "
+        "OR (contacts.name_source = 'whatsapp' AND excluded.name IS NOT NULL "
+        "AND excluded.name IS DISTINCT FROM contacts.name) "
+        "OR (excluded.language IS NOT NULL AND excluded.language IS DISTINCT FROM contacts.language)"
+    )
+    return Stmt(
+        "INSERT INTO contacts (phone_number_id, customer_id, wa_id, user_id, name, name_source, language, "
+        "created_at, updated_at) VALUES ($1, $2, $3, $4, $5, 'whatsapp', $6, $7, $7) "
+        "ON CONFLICT (phone_number_id, customer_id) DO UPDATE SET "
+        "wa_id = COALESCE(excluded.wa_id, contacts.wa_id), "
+        "user_id = COALESCE(excluded.user_id, contacts.user_id), "
+        "name = CASE WHEN contacts.name_source = 'whatsapp' THEN COALESCE(excluded.name, contacts.name) "
+        "ELSE contacts.name END, "
+        "language = COALESCE(excluded.language, contacts.language), "
+        # Only touch updated_at when something really changed.
+        f"updated_at = CASE WHEN {changed} THEN excluded.updated_at ELSE contacts.updated_at END RETURNING *",
+        (phone_number_id, customer_id, wa_id, user_id, name, language, now or time.time()), rows=True,
+    )
+
+
+_ARRIVAL_CONTACT_SQL = (
+    "INSERT INTO contacts (phone_number_id, customer_id, wa_id, user_id, name, name_source, created_at, updated_at) "
+    "VALUES {rows} ON CONFLICT (phone_number_id, customer_id) DO UPDATE SET "
+    "wa_id = COALESCE(excluded.wa_id, contacts.wa_id), user_id = COALESCE(excluded.user_id, contacts.user_id), "
+    "name = CASE WHEN contacts.name_source = 'whatsapp' THEN COALESCE(excluded.name, contacts.name) "
+    "ELSE contacts.name END, "
+    "updated_at = CASE WHEN (excluded.wa_id IS NOT NULL AND excluded.wa_id IS DISTINCT FROM contacts.wa_id) "
+    "OR (contacts.name_source = 'whatsapp' AND excluded.name IS NOT NULL AND excluded.name IS DISTINCT FROM "
+    "contacts.name) THEN excluded.updated_at ELSE contacts.updated_at END"
+)
+
+
+def arrival_contact_stmt(people: Sequence[tuple[str, str, str | None, str | None, str | None]], *,
+                         now: float) -> Stmt:
+    """Every customer gets a contact with their first message: (business, customer, wa_id, user_id, profile name)."""
+    unique = {(p[0], p[1]): p for p in people}  # one row per contact and statement
+    params: list[Any] = []
+    for business, customer, wa_id, user_id, name in unique.values():
+        params += (business, customer, wa_id, user_id, (name or "").strip() or None, "whatsapp", now, now)
+    rows = ", ".join(f"({marks(8, 1 + i * 8)})" for i in range(len(unique)))
+    return Stmt(_ARRIVAL_CONTACT_SQL.format(rows=rows), tuple(params))
+
+
+def contact_key(contact: Contact) -> ConversationKey:
+    """The conversation a contact belongs to."""
+    return ConversationKey(contact.phone_number_id, contact.customer_id)
 
 
 class ContactRepo:
@@ -66,44 +122,20 @@ class ContactRepo:
         The WhatsApp profile name only replaces a name that itself came from WhatsApp: a name the
         customer gave the assistant, or an operator typed, is never overwritten by it.
         """
-        now = time.time()
         name = (profile_name or "").strip() or None
-        async with self.db.transaction() as conn:
-            await conn.execute(
-                "INSERT INTO contacts (phone_number_id, customer_id, wa_id, user_id, name, name_source, language, "
-                "created_at, updated_at) VALUES (?, ?, ?, ?, ?, 'whatsapp', ?, ?, ?) "
-                "ON CONFLICT (phone_number_id, customer_id) DO UPDATE SET "
-                "wa_id = COALESCE(excluded.wa_id, contacts.wa_id), "
-                "user_id = COALESCE(excluded.user_id, contacts.user_id), "
-                "name = CASE WHEN contacts.name_source = 'whatsapp' THEN COALESCE(excluded.name, contacts.name) "
-                "ELSE contacts.name END, "
-                "language = COALESCE(excluded.language, contacts.language), "
-                "updated_at = excluded.updated_at "
-                # Only touch updated_at when something really changed.
-                "WHERE (excluded.wa_id IS NOT NULL AND excluded.wa_id IS NOT contacts.wa_id) "
-                "OR (excluded.user_id IS NOT NULL AND excluded.user_id IS NOT contacts.user_id) "
-                "OR (contacts.name_source = 'whatsapp' AND excluded.name IS NOT NULL "
-                "AND excluded.name IS NOT contacts.name) "
-                "OR (excluded.language IS NOT NULL AND excluded.language IS NOT contacts.language)",
-                (phone_number_id, customer_id, wa_id, user_id, name, language, now, now),
-            )
-            cur = await conn.execute(
-                "SELECT * FROM contacts WHERE phone_number_id = ? AND customer_id = ?", (phone_number_id, customer_id)
-            )
-            row = await cur.fetchone()
-            await cur.close()
-        assert row is not None
-        return Contact.from_row(row)
+        rows = (await self.db.write([ensure_contact_stmt(
+            phone_number_id, customer_id, wa_id=wa_id, user_id=user_id, name=name, language=language)]))[0]
+        return Contact.from_row(rows[0])
 
     async def get(self, contact_id: int) -> Contact | None:
         """One contact by id."""
-        row = await self.db.fetchone("SELECT * FROM contacts WHERE id = ?", (contact_id,))
+        row = await self.db.fetchrow("SELECT * FROM contacts WHERE id = $1", contact_id)
         return None if row is None else Contact.from_row(row)
 
     async def for_conversation(self, phone_number_id: str, customer_id: str) -> Contact | None:
         """The contact of a conversation, if it has one yet."""
-        row = await self.db.fetchone(
-            "SELECT * FROM contacts WHERE phone_number_id = ? AND customer_id = ?", (phone_number_id, customer_id)
+        row = await self.db.fetchrow(
+            "SELECT * FROM contacts WHERE phone_number_id = $1 AND customer_id = $2", phone_number_id, customer_id
         )
         return None if row is None else Contact.from_row(row)
 
@@ -121,46 +153,47 @@ class ContactRepo:
         """Set the given fields (None leaves a field as it is); a new name records who set it."""
         sets: list[str] = []
         params: list[object] = []
+
+        def param(value: object) -> str:
+            params.append(value)
+            return f"${len(params)}"
+
         if name is not None:
-            sets += ["name = ?", "name_source = ?"]
-            params += [name, source]
+            sets += [f"name = {param(name)}", f"name_source = {param(source)}"]
         if email is not None:
-            sets.append("email = ?")
-            params.append(email)
+            sets.append(f"email = {param(email)}")
         if company is not None:
-            sets.append("company = ?")
-            params.append(company)
+            sets.append(f"company = {param(company)}")
         if notes is not None:
             if append_notes:
                 # Tools add to the notes; an operator's earlier notes are never lost.
-                sets.append("notes = CASE WHEN notes IS NULL OR notes = '' THEN ? ELSE notes || char(10) || ? END")
-                params += [notes, notes]
+                mark = param(notes)
+                newline = param("\n")
+                sets.append(f"notes = CASE WHEN notes IS NULL OR notes = '' THEN {mark} "
+                            f"ELSE notes || {newline} || {mark} END")
             else:
-                sets.append("notes = ?")
-                params.append(notes)
-        async with self.db.transaction() as conn:
-            if sets:
-                await conn.execute(
-                    f"UPDATE contacts SET {', '.join(sets)}, updated_at = ? WHERE id = ?",
-                    (*params, time.time(), contact_id),
-                )
-            cur = await conn.execute("SELECT * FROM contacts WHERE id = ?", (contact_id,))
-            row = await cur.fetchone()
-            await cur.close()
-        if row is None:
+                sets.append(f"notes = {param(notes)}")
+        sets.append(f"updated_at = {param(time.time())}")
+        rows = (await self.db.write([Stmt(
+            f"UPDATE contacts SET {', '.join(sets)} WHERE id = {param(contact_id)} RETURNING *",
+            tuple(params), rows=True)]))[0]
+        if not rows:
             raise LookupError(f"no contact with id {contact_id}")
+        row = rows[0]
         return Contact.from_row(row)
 
     async def page(self, *, query: str = "", limit: int = 50, offset: int = 0) -> list[Contact]:
         """Contacts, most recently updated first, optionally filtered by name, email, company or number."""
         where, params = "", []
         if query.strip():
-            like = f"%{query.strip().replace('%', '').replace('_', '')}%"
-            where = "WHERE name LIKE ? OR email LIKE ? OR company LIKE ? OR wa_id LIKE ?"
-            params = [like, like, like, like]
-        rows = await self.db.fetchall(
-            f"SELECT * FROM contacts {where} ORDER BY updated_at DESC, id DESC LIMIT ? OFFSET ?",
-            (*params, limit, offset),
+            like = f"%{query.strip().lower().replace('%', '').replace('_', '')}%"
+            where = ("WHERE lower(name) LIKE $1 OR lower(email) LIKE $1 OR lower(company) LIKE $1 "
+                     "OR wa_id LIKE $1")
+            params = [like]
+        n = len(params)
+        rows = await self.db.fetch(
+            f"SELECT * FROM contacts {where} ORDER BY updated_at DESC, id DESC LIMIT ${n + 1} OFFSET ${n + 2}",
+            *params, limit, offset,
         )
         return [Contact.from_row(r) for r in rows]
 
@@ -179,7 +212,7 @@ class Product:
     active: bool
 
     @classmethod
-    def from_row(cls, row: Row) -> Product:
+    def from_row(cls, row: Record) -> Product:
         """Build from a products row."""
         return row_to(cls, row)
 
@@ -214,38 +247,33 @@ class ProductRepo:
 
     async def upsert_many(self, products: Iterable[ProductInput]) -> tuple[int, int]:
         """Insert or update by sku in one transaction; returns (added, updated)."""
-        added = updated = 0
+        items = list(products)
         now = time.time()
-        async with self.db.transaction() as conn:
-            for p in products:
-                cur = await conn.execute("SELECT 1 FROM products WHERE sku = ?", (p.sku,))
-                exists = await cur.fetchone() is not None
-                await cur.close()
-                await conn.execute(
-                    "INSERT INTO products (sku, name, description, price_cents, currency, stock, active, "
-                    "created_at, updated_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?) "
-                    "ON CONFLICT (sku) DO UPDATE SET name = excluded.name, description = excluded.description, "
-                    "price_cents = excluded.price_cents, currency = excluded.currency, stock = excluded.stock, "
-                    "active = excluded.active, updated_at = excluded.updated_at",
-                    (p.sku, p.name, p.description, p.price_cents, p.currency, p.stock, int(p.active), now, now),
-                )
-                if exists:
-                    updated += 1
-                else:
-                    added += 1
+        async with self.db.transaction() as tx:
+            known = {r[0] for r in await tx.fetch("SELECT sku FROM products")} if items else set()
+            await tx.executemany(
+                "INSERT INTO products (sku, name, description, price_cents, currency, stock, active, "
+                "created_at, updated_at) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $8) "
+                "ON CONFLICT (sku) DO UPDATE SET name = excluded.name, description = excluded.description, "
+                "price_cents = excluded.price_cents, currency = excluded.currency, stock = excluded.stock, "
+                "active = excluded.active, updated_at = excluded.updated_at",
+                [(p.sku, p.name, p.description, p.price_cents, p.currency, p.stock, int(p.active), now) for p in items],
+            )
+        skus = {p.sku for p in items}
+        updated = len(skus & known)
+        added = len(skus) - updated
         return added, updated
 
     async def get(self, sku: str) -> Product | None:
         """One product by sku (active or not)."""
-        row = await self.db.fetchone("SELECT * FROM products WHERE sku = ?", (sku,))
+        row = await self.db.fetchrow("SELECT * FROM products WHERE sku = $1", sku)
         return None if row is None else Product.from_row(row)
 
     async def by_skus(self, skus: Sequence[str]) -> dict[str, Product]:
         """The products with these skus, keyed by sku; unknown skus are simply absent."""
         if not skus:
             return {}
-        marks = ",".join("?" for _ in skus)
-        rows = await self.db.fetchall(f"SELECT * FROM products WHERE sku IN ({marks})", tuple(skus))
+        rows = await self.db.fetch(f"SELECT * FROM products WHERE sku IN ({marks(len(skus))})", *skus)
         return {r["sku"]: Product.from_row(r) for r in rows}
 
     async def search(self, text: str, *, limit: int = 5) -> list[Product]:
@@ -258,11 +286,11 @@ class ProductRepo:
             query = fts_query(text, any_word=any_word)
             if query is None:
                 return []
-            rows = await self.db.fetchall(
+            rows = await self.db.fetch(
                 "SELECT p.* FROM products_fts JOIN products p ON p.id = products_fts.rowid "
-                "WHERE products_fts MATCH ? AND p.active = 1 "
-                "ORDER BY bm25(products_fts, 2.0, 10.0, 1.0), p.name LIMIT ?",
-                (query, limit),
+                "WHERE products_fts MATCH $1 AND p.active = 1 "
+                "ORDER BY bm25(products_fts, 2.0, 10.0, 1.0), p.name LIMIT $2",
+                query, limit,
             )
             if rows:
                 return [Product.from_row(r) for r in rows]
@@ -270,7 +298,7 @@ class ProductRepo:
 
     async def count(self) -> int:
         """How many products the catalogue holds."""
-        return int(await self.db.scalar("SELECT COUNT(*) FROM products") or 0)
+        return int(await self.db.fetchval("SELECT COUNT(*) FROM products") or 0)
 
 
 @dataclass(frozen=True, slots=True)
@@ -343,11 +371,9 @@ class OrderRepo:
         if not merged:
             raise OrderRejected(["the order has no items"])
         now = time.time()
-        async with self.db.transaction() as conn:
-            marks = ",".join("?" for _ in merged)
-            cur = await conn.execute(f"SELECT * FROM products WHERE sku IN ({marks})", tuple(merged))
-            products = {r["sku"]: Product.from_row(r) for r in await cur.fetchall()}
-            await cur.close()
+        async with self.db.transaction() as tx:
+            rows = await tx.fetch(f"SELECT * FROM products WHERE sku IN ({marks(len(merged))})", *merged)
+            products = {r["sku"]: Product.from_row(r) for r in rows}
             for sku, quantity in merged.items():
                 product = products.get(sku)
                 if product is None:
@@ -374,49 +400,41 @@ class OrderRepo:
             ]
             total = sum(line.line_total_cents for line in lines)
             currency = next(iter(currencies))
-            order_id = await self._insert_order(conn, contact_id, total, currency, notes, now)
-            await conn.executemany(
+            order_id = await self._insert_order(tx, contact_id, total, currency, notes, now)
+            await tx.executemany(
                 "INSERT INTO order_lines (order_id, sku, name, quantity, unit_price_cents, line_total_cents) "
-                "VALUES (?, ?, ?, ?, ?, ?)",
+                "VALUES ($1, $2, $3, $4, $5, $6)",
                 [(order_id, ln.sku, ln.name, ln.quantity, ln.unit_price_cents, ln.line_total_cents) for ln in lines],
             )
-            order = await self._load(conn, order_id)
+            order = await self._load(tx, order_id)
         assert order is not None
         return order
 
     @staticmethod
-    async def _insert_order(conn: aiosqlite.Connection, contact_id: int, total: int, currency: str,
+    async def _insert_order(tx: Tx, contact_id: int, total: int, currency: str,
                             notes: str | None, now: float) -> int:
         for _ in range(10):
-            try:
-                cur = await conn.execute(
-                    "INSERT INTO orders (code, contact_id, status, total_cents, currency, notes, created_at, "
-                    "updated_at) VALUES (?, ?, 'draft', ?, ?, ?, ?, ?)",
-                    (new_order_code(), contact_id, total, currency, notes, now, now),
-                )
-            except aiosqlite.IntegrityError as exc:
-                if "orders.code" in str(exc):
-                    continue  # one in a billion: draw another code
-                raise
-            order_id = cur.lastrowid
-            await cur.close()
-            assert order_id is not None
-            return order_id
+            code = new_order_code()
+            # The code is random: a clash is one in a billion, and then we simply draw another.
+            if await tx.fetchval("SELECT 1 FROM orders WHERE code = $1", code) is not None:
+                continue
+            order_id = await tx.fetchval(
+                "INSERT INTO orders (code, contact_id, status, total_cents, currency, notes, created_at, "
+                "updated_at) VALUES ($1, $2, 'draft', $3, $4, $5, $6, $6) RETURNING id",
+                code, contact_id, total, currency, notes, now,
+            )
+            return int(order_id)
         raise RuntimeError("could not draw a free order code")
 
     @staticmethod
-    async def _load(conn: aiosqlite.Connection, order_id: int) -> Order | None:
-        cur = await conn.execute("SELECT * FROM orders WHERE id = ?", (order_id,))
-        row = await cur.fetchone()
-        await cur.close()
+    async def _load(db: Database | Tx, order_id: int) -> Order | None:
+        row = await db.fetchrow("SELECT * FROM orders WHERE id = $1", order_id)
         if row is None:
             return None
-        cur = await conn.execute("SELECT * FROM order_lines WHERE order_id = ? ORDER BY id", (order_id,))
         lines = tuple(
             OrderLine(r["sku"], r["name"], r["quantity"], r["unit_price_cents"], r["line_total_cents"])
-            for r in await cur.fetchall()
+            for r in await db.fetch("SELECT * FROM order_lines WHERE order_id = $1 ORDER BY id", order_id)
         )
-        await cur.close()
         return Order(
             id=row["id"],
             code=row["code"],
@@ -432,34 +450,32 @@ class OrderRepo:
 
     async def get(self, order_id: int) -> Order | None:
         """One order with its lines."""
-        return await self._load(self.db.conn, order_id)
+        return await self._load(self.db, order_id)
 
     async def for_contact(self, contact_id: int, *, limit: int = 20) -> list[Order]:
         """A contact's orders, newest first."""
-        rows = await self.db.fetchall(
-            "SELECT id FROM orders WHERE contact_id = ? ORDER BY id DESC LIMIT ?", (contact_id, limit)
+        rows = await self.db.fetch(
+            "SELECT id FROM orders WHERE contact_id = $1 ORDER BY id DESC LIMIT $2", contact_id, limit
         )
-        orders = [await self._load(self.db.conn, r["id"]) for r in rows]
+        orders = [await self._load(self.db, r["id"]) for r in rows]
         return [o for o in orders if o is not None]
 
     async def add_confirmation(self, order_id: int, token_sha256: str, *, now: float, expires_at: float) -> None:
         """Store (the hash of) a new confirmation link for an order."""
         await self.db.execute(
-            "INSERT INTO order_confirmations (token_sha256, order_id, created_at, expires_at) VALUES (?, ?, ?, ?)",
-            (token_sha256, order_id, now, expires_at),
+            "INSERT INTO order_confirmations (token_sha256, order_id, created_at, expires_at) VALUES ($1, $2, $3, $4)",
+            token_sha256, order_id, now, expires_at,
         )
 
     async def confirmation(self, token_sha256: str, *, now: float) -> Confirmation:
         """Where a link stands, without changing anything (for showing the page)."""
-        return await self._check(self.db.conn, token_sha256, now)
+        return await self._check(self.db, token_sha256, now)
 
-    async def _check(self, conn: aiosqlite.Connection, token_sha256: str, now: float) -> Confirmation:
-        cur = await conn.execute("SELECT * FROM order_confirmations WHERE token_sha256 = ?", (token_sha256,))
-        link = await cur.fetchone()
-        await cur.close()
+    async def _check(self, db: Database | Tx, token_sha256: str, now: float) -> Confirmation:
+        link = await db.fetchrow("SELECT * FROM order_confirmations WHERE token_sha256 = $1", token_sha256)
         if link is None:
             return Confirmation("unknown", None)
-        order = await self._load(conn, link["order_id"])
+        order = await self._load(db, link["order_id"])
         if order is None:
             return Confirmation("unknown", None)
         if order.status == "confirmed" or link["used_at"] is not None:
@@ -476,31 +492,24 @@ class OrderRepo:
         Runs in one transaction (join it to queue the customer's message atomically), so two clicks
         at the same moment confirm once: the second sees 'already_confirmed'.
         """
-        async with self.db.transaction() as conn:
-            state = await self._check(conn, token_sha256, now)
+        async with self.db.transaction() as tx:
+            state = await self._check(tx, token_sha256, now)
             if state.state != "ready" or state.order is None:
                 return state
             order = state.order
             short: list[str] = []
             for line in order.lines:
-                cur = await conn.execute("SELECT stock, active FROM products WHERE sku = ?", (line.sku,))
-                product = await cur.fetchone()
-                await cur.close()
+                product = await tx.fetchrow("SELECT stock, active FROM products WHERE sku = $1", line.sku)
                 if product is None or not product["active"] or product["stock"] < line.quantity:
                     short.append(line.name)
             if short:
                 return Confirmation("unavailable", order, tuple(short))
             for line in order.lines:
-                await conn.execute(
-                    "UPDATE products SET stock = stock - ?, updated_at = ? WHERE sku = ?",
-                    (line.quantity, now, line.sku),
-                )
-            await conn.execute(
-                "UPDATE orders SET status = 'confirmed', confirmed_at = ?, updated_at = ? WHERE id = ?",
-                (now, now, order.id),
-            )
-            await conn.execute(
-                "UPDATE order_confirmations SET used_at = ? WHERE order_id = ? AND used_at IS NULL", (now, order.id)
-            )
-            confirmed = await self._load(conn, order.id)
+                await tx.execute("UPDATE products SET stock = stock - $1, updated_at = $2 WHERE sku = $3",
+                                 line.quantity, now, line.sku)
+            await tx.execute("UPDATE orders SET status = 'confirmed', confirmed_at = $1, updated_at = $1 WHERE id = $2",
+                             now, order.id)
+            await tx.execute("UPDATE order_confirmations SET used_at = $1 WHERE order_id = $2 AND used_at IS NULL",
+                             now, order.id)
+            confirmed = await self._load(tx, order.id)
         return Confirmation("confirmed", confirmed)

@@ -2,17 +2,23 @@
 
 from __future__ import annotations
 
+import json
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
+from typing import Any
 
 import orjson
 
-from bot.persistence.db import Database, Row, row_to
-from bot.whatsapp.events import InboundMessage
+from bot.domain.conversation import ConversationKey, InboundMessage, StoredInbound
+from bot.persistence.database import Database, Record, Stmt, marks, row_to
 
-_ROW = "(?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)"
-_INSERT_CHUNK = 500  # 12 parameters a row: well under SQLite's 32,766 variables per statement
+_COLUMNS = 12
+_INSERT_CHUNK = 500  # 12 parameters a row: well under both backends' limit on parameters per statement
+_INSERT_SQL = (
+    "INSERT INTO inbox (wamid, phone_number_id, customer_id, wa_id, user_id, profile_name, type, text, payload, "
+    "sent_at, received_at, status) VALUES {rows} ON CONFLICT (wamid) DO NOTHING RETURNING id, wamid"
+)
 
 
 @dataclass(frozen=True, slots=True)
@@ -32,11 +38,82 @@ class InboxRow:
     status: str
     attempts: int
     received_at: float
+    sent_at: int | None = None
 
     @classmethod
-    def from_row(cls, row: Row) -> InboxRow:
+    def from_row(cls, row: Record) -> InboxRow:
         """Build from a `SELECT *` row."""
         return row_to(cls, row)
+
+    @property
+    def key(self) -> ConversationKey:
+        """The conversation of this message."""
+        return ConversationKey(self.phone_number_id, self.customer_id)
+
+    def stored(self) -> StoredInbound:
+        """The neutral message the conversation's actor works on."""
+        try:
+            payload = orjson.loads(self.payload)
+        except orjson.JSONDecodeError:
+            payload = {}
+        message = InboundMessage(
+            wamid=self.wamid, phone_number_id=self.phone_number_id, customer_id=self.customer_id, wa_id=self.wa_id,
+            user_id=self.user_id, profile_name=self.profile_name, type=self.type, text=self.text,
+            payload=payload if isinstance(payload, dict) else {}, timestamp=self.sent_at,
+        )
+        return StoredInbound(self.id, message, self.received_at)
+
+
+def encode_payload(payload: Any) -> str:
+    """The payload as JSON text. orjson stops at 254 levels of nesting; the stdlib goes deeper; else a note."""
+    try:
+        return orjson.dumps(payload).decode()
+    except (orjson.JSONEncodeError, TypeError):
+        pass
+    try:
+        return json.dumps(payload)
+    except (RecursionError, ValueError, TypeError):
+        return '{"unstored": "the payload was nested too deeply to keep"}'
+
+
+def insert_stmts(messages: Sequence[InboundMessage], *, now: float, status: str = "pending") -> list[Stmt]:
+    """Statements that store messages (repeats by wamid skipped); each returns (id, wamid) of new rows."""
+    stmts: list[Stmt] = []
+    # One statement per chunk, not per message: the ingest group-commits many webhooks into one call here.
+    for start in range(0, len(messages), _INSERT_CHUNK):
+        chunk = messages[start : start + _INSERT_CHUNK]
+        params: list[object] = []
+        for msg in chunk:
+            params += (
+                msg.wamid, msg.phone_number_id, msg.customer_id, msg.wa_id, msg.user_id, msg.profile_name,
+                msg.type, msg.text, encode_payload(msg.payload), msg.timestamp, now, status,
+            )
+        rows = ", ".join(f"({marks(_COLUMNS, 1 + i * _COLUMNS)})" for i in range(len(chunk)))
+        stmts.append(Stmt(_INSERT_SQL.format(rows=rows), tuple(params), rows=True))
+    return stmts
+
+
+def new_rows(messages: Sequence[InboundMessage], results: Sequence[Any], *, now: float) -> list[StoredInbound]:
+    """Match the RETURNING rows of `insert_stmts` back to their messages (RETURNING promises no order)."""
+    ids: dict[str, int] = {}
+    for rows in results:
+        for row in rows:
+            ids[row[1]] = row[0]
+    stored: list[StoredInbound] = []
+    for msg in messages:
+        inbox_id = ids.pop(msg.wamid, None)  # pop: a wamid twice in one call is new only once
+        if inbox_id is not None:
+            stored.append(StoredInbound(inbox_id, msg, now))
+    return stored
+
+
+def close_stmt(ids: Sequence[int], status: str, *, error: str | None = None, now: float | None = None) -> Stmt:
+    """Close pending rows: 'done' (answered), 'ignored' (no reply by rule) or 'failed' (with the reason)."""
+    return Stmt(
+        f"UPDATE inbox SET status = $1, last_error = COALESCE($2, last_error), handled_at = $3 "
+        f"WHERE status = 'pending' AND id IN ({marks(len(ids), 4)})",
+        (status, error, now or time.time(), *ids),
+    )
 
 
 class InboxRepo:
@@ -45,83 +122,67 @@ class InboxRepo:
     def __init__(self, db: Database) -> None:
         self.db = db
 
-    async def add(
-        self, messages: Sequence[InboundMessage], *, status: str = "pending"
-    ) -> list[tuple[int, InboundMessage]]:
-        """Store messages in one transaction; returns (id, message) for new rows (repeats are skipped)."""
+    async def add(self, messages: Sequence[InboundMessage], *, status: str = "pending") -> list[StoredInbound]:
+        """Store messages as one unit; returns the new rows (repeats are skipped)."""
+        if not messages:
+            return []
         now = time.time()
-        new_rows: list[tuple[int, InboundMessage]] = []
-        async with self.db.transaction() as conn:
-            # One statement per chunk, not per message: each statement is a round trip to the database
-            # thread, and the ingest group-commits many webhooks into one call here.
-            for start in range(0, len(messages), _INSERT_CHUNK):
-                chunk = messages[start : start + _INSERT_CHUNK]
-                params: list[object] = []
-                for msg in chunk:
-                    params += (
-                        msg.wamid, msg.phone_number_id, msg.customer_id, msg.wa_id, msg.user_id,
-                        msg.profile_name, msg.type, msg.text, orjson.dumps(msg.payload).decode(),
-                        msg.timestamp, now, status,
-                    )
-                # RETURNING lists only the rows OR IGNORE inserted, in no promised order: match by wamid.
-                inserted = await conn.execute_fetchall(
-                    "INSERT OR IGNORE INTO inbox (wamid, phone_number_id, customer_id, wa_id, user_id, "
-                    "profile_name, type, text, payload, sent_at, received_at, status) VALUES "
-                    + ",".join([_ROW] * len(chunk)) + " RETURNING id, wamid",
-                    params,
-                )
-                ids = {row[1]: row[0] for row in inserted}
-                for msg in chunk:
-                    inbox_id = ids.pop(msg.wamid, None)  # pop: a wamid twice in one call is new only once
-                    if inbox_id is not None:
-                        new_rows.append((inbox_id, msg))
-        return new_rows
+        results = await self.db.write(insert_stmts(messages, now=now, status=status))
+        return new_rows(messages, results, now=now)
 
     async def get_many(self, ids: Sequence[int]) -> list[InboxRow]:
         """Rows by id, in arrival order."""
         if not ids:
             return []
-        marks = ",".join("?" * len(ids))
-        rows = await self.db.fetchall(f"SELECT * FROM inbox WHERE id IN ({marks}) ORDER BY id", tuple(ids))
+        rows = await self.db.fetch(f"SELECT * FROM inbox WHERE id IN ({marks(len(ids))}) ORDER BY id", *ids)
         return [InboxRow.from_row(r) for r in rows]
 
-    async def pending(self) -> list[InboxRow]:
-        """Every row still waiting for a turn, oldest first."""
-        rows = await self.db.fetchall("SELECT * FROM inbox WHERE status = 'pending' ORDER BY id")
+    async def pending(self, key: ConversationKey | None = None) -> list[InboxRow]:
+        """Rows still waiting for a turn, oldest first (of one conversation, or all)."""
+        if key is None:
+            rows = await self.db.fetch("SELECT * FROM inbox WHERE status = 'pending' ORDER BY id")
+        else:
+            rows = await self.db.fetch(
+                "SELECT * FROM inbox WHERE status = 'pending' AND phone_number_id = $1 AND customer_id = $2 "
+                "ORDER BY id", key.business, key.customer,
+            )
         return [InboxRow.from_row(r) for r in rows]
 
     async def pending_count(self) -> int:
         """How many rows wait for a turn."""
-        return int(await self.db.scalar("SELECT COUNT(*) FROM inbox WHERE status = 'pending'") or 0)
+        return int(await self.db.fetchval("SELECT COUNT(*) FROM inbox WHERE status = 'pending'") or 0)
 
     async def set_status(self, ids: Sequence[int], status: str, *, error: str | None = None) -> None:
-        """Close rows: 'done' (answered), 'ignored' (no reply by rule) or 'failed' (with the reason)."""
-        if not ids:
-            return
-        now = time.time()
-        await self.db.executemany(
-            "UPDATE inbox SET status = ?, last_error = COALESCE(?, last_error), handled_at = ? "
-            "WHERE id = ? AND status = 'pending'",
-            [(status, error, now, i) for i in ids],
-        )
+        """Close rows on their own (outside a turn's unit)."""
+        if ids:
+            await self.db.write([close_stmt(ids, status, error=error)])
 
-    async def set_text(self, inbox_id: int, text: str) -> None:
+    @staticmethod
+    def text_stmt(inbox_id: int, text: str) -> Stmt:
         """Keep what the server understood of a message (a voice note's transcript)."""
-        await self.db.execute("UPDATE inbox SET text = ? WHERE id = ?", (text, inbox_id))
+        return Stmt("UPDATE inbox SET text = $1 WHERE id = $2", (text, inbox_id))
 
-    async def record_attempt(self, ids: Sequence[int], error: str) -> None:
+    @staticmethod
+    def attempt_stmt(ids: Sequence[int], error: str) -> Stmt:
         """Count one failed try of these rows, keeping the reason."""
-        await self.db.executemany(
-            "UPDATE inbox SET attempts = attempts + 1, last_error = ? WHERE id = ?", [(error, i) for i in ids]
+        return Stmt(
+            f"UPDATE inbox SET attempts = attempts + 1, last_error = $1 WHERE id IN ({marks(len(ids), 2)})",
+            (error, *ids),
         )
 
-    async def since(self, phone_number_id: str, customer_id: str, since: float) -> list[InboxRow]:
+    async def since(self, key: ConversationKey, since: float) -> list[InboxRow]:
         """The customer's messages received since a time (for resuming after a pause)."""
-        rows = await self.db.fetchall(
-            "SELECT * FROM inbox WHERE phone_number_id = ? AND customer_id = ? AND received_at >= ? ORDER BY id",
-            (phone_number_id, customer_id, since),
+        rows = await self.db.fetch(
+            "SELECT * FROM inbox WHERE phone_number_id = $1 AND customer_id = $2 AND received_at >= $3 ORDER BY id",
+            key.business, key.customer, since,
         )
         return [InboxRow.from_row(r) for r in rows]
+
+
+def error_stmt(type_: str, message: str, *, session_id: str | None = None, now: float | None = None) -> Stmt:
+    """Keep one error occurrence (part of a unit)."""
+    return Stmt("INSERT INTO errors (type, message, session_id, created_at) VALUES ($1, $2, $3, $4)",
+                (type_, message[:2000], session_id, now or time.time()))
 
 
 class ErrorRepo:
@@ -131,20 +192,21 @@ class ErrorRepo:
         self.db = db
         self.listener: Callable[[str], None] | None = None
 
-    async def record(self, type_: str, message: str, *, session_id: str | None = None) -> None:
-        """Keep one error occurrence."""
-        await self.db.execute(
-            "INSERT INTO errors (type, message, session_id, created_at) VALUES (?, ?, ?, ?)",
-            (type_, message[:2000], session_id, time.time()),
-        )
+    def stmt(self, type_: str, message: str, *, session_id: str | None = None) -> Stmt:
+        """One error occurrence as part of a unit (the listener counts it now)."""
         if self.listener is not None:
             self.listener(type_)
+        return error_stmt(type_, message, session_id=session_id)
+
+    async def record(self, type_: str, message: str, *, session_id: str | None = None) -> None:
+        """Keep one error occurrence."""
+        await self.db.write([self.stmt(type_, message, session_id=session_id)])
 
     async def recent(self, window_seconds: float = 7200) -> list[dict[str, object]]:
         """Errors of the last window, grouped by type and message, newest first."""
-        rows = await self.db.fetchall(
+        rows = await self.db.fetch(
             "SELECT type, message, COUNT(*) AS count, MAX(created_at) AS last_at FROM errors "
-            "WHERE created_at >= ? GROUP BY type, message ORDER BY last_at DESC LIMIT 50",
-            (time.time() - window_seconds,),
+            "WHERE created_at >= $1 GROUP BY type, message ORDER BY last_at DESC LIMIT 50",
+            time.time() - window_seconds,
         )
         return [dict(r) for r in rows]

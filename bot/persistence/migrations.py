@@ -1,16 +1,19 @@
-"""Numbered schema upgrades, one SQL file each in bot/persistence/sql/ (NNNN_name.sql).
+"""Numbered schema upgrades per dialect: bot/persistence/sql/<dialect>/NNNN_name.sql.
 
-Append only: never edit a file that has shipped; add the next number instead.
+Every number exists for every dialect and means the same change. Append only: never edit a file
+that has shipped; add the next number instead.
 """
 
 from __future__ import annotations
 
+from functools import cache
 from importlib import resources
 
 
-def load_migrations() -> list[tuple[int, str]]:
-    """Every migration as (number, SQL), in order."""
-    folder = resources.files("bot.persistence") / "sql"
+@cache
+def load_migrations(dialect: str) -> tuple[tuple[int, str], ...]:
+    """Every migration of a dialect as (number, SQL), in order."""
+    folder = resources.files("bot.persistence") / "sql" / dialect
     found: list[tuple[int, str]] = []
     for entry in folder.iterdir():
         name = entry.name
@@ -21,8 +24,5 @@ def load_migrations() -> list[tuple[int, str]]:
     found.sort()
     numbers = [n for n, _ in found]
     if len(numbers) != len(set(numbers)):
-        raise RuntimeError(f"two migrations share a number: {numbers}")
-    return found
-
-
-MIGRATIONS = load_migrations()
+        raise RuntimeError(f"two {dialect} migrations share a number: {numbers}")
+    return tuple(found)

@@ -6,7 +6,7 @@ import time
 from dataclasses import dataclass
 
 from bot.persistence.conversations import TEST_NUMBER_ID as TEST
-from bot.persistence.db import Database
+from bot.persistence.database import Database
 
 
 @dataclass(frozen=True, slots=True)
@@ -37,11 +37,11 @@ class StatsRepo:
 
     async def sessions(self) -> SessionCounts:
         """Stored sessions, paused now, and waiting for a person."""
-        row = await self.db.fetchone(
+        row = await self.db.fetchrow(
             "SELECT COUNT(*) AS stored, "
-            "COALESCE(SUM(paused = 1 AND (paused_until IS NULL OR paused_until > ?)), 0) AS paused, "
-            "COALESCE(SUM(needs_human = 1), 0) AS needs_human FROM conversations",
-            (time.time(),),
+            "COALESCE(SUM(CASE WHEN paused = 1 AND (paused_until IS NULL OR paused_until > $1) THEN 1 ELSE 0 END), 0)"
+            " AS paused, COALESCE(SUM(needs_human), 0) AS needs_human FROM conversations",
+            time.time(),
         )
         assert row is not None
         return SessionCounts(stored=row["stored"], paused=row["paused"], needs_human=row["needs_human"])
@@ -49,19 +49,20 @@ class StatsRepo:
     async def traffic(self, window_seconds: float = 24 * 3600) -> Traffic:
         """WhatsApp incoming and outgoing messages, and failed sends by Graph error code (test chats left out)."""
         since = time.time() - window_seconds
-        incoming = await self.db.scalar(
-            "SELECT COUNT(*) FROM inbox WHERE received_at >= ? AND phone_number_id != ?", (since, TEST)
+        incoming = await self.db.fetchval(
+            "SELECT COUNT(*) FROM inbox WHERE received_at >= $1 AND phone_number_id <> $2", since, TEST
         )
-        outgoing = await self.db.scalar(
-            "SELECT COUNT(*) FROM outbox WHERE created_at >= ? AND phone_number_id != ?", (since, TEST)
+        outgoing = await self.db.fetchval(
+            "SELECT COUNT(*) FROM outbox WHERE created_at >= $1 AND phone_number_id <> $2", since, TEST
         )
-        failed = await self.db.fetchall(
+        failed = await self.db.fetch(
             "SELECT COALESCE(CAST(error_code AS TEXT), 'none') AS code, COUNT(*) AS count FROM outbox "
-            "WHERE status = 'failed' AND created_at >= ? AND phone_number_id != ? GROUP BY code ORDER BY count DESC",
-            (since, TEST),
+            "WHERE status = 'failed' AND created_at >= $1 AND phone_number_id <> $2 "
+            "GROUP BY COALESCE(CAST(error_code AS TEXT), 'none') ORDER BY count DESC",
+            since, TEST,
         )
-        last_in = await self.db.scalar("SELECT MAX(received_at) FROM inbox WHERE phone_number_id != ?", (TEST,))
-        last_out = await self.db.scalar("SELECT MAX(created_at) FROM outbox WHERE phone_number_id != ?", (TEST,))
+        last_in = await self.db.fetchval("SELECT MAX(received_at) FROM inbox WHERE phone_number_id <> $1", TEST)
+        last_out = await self.db.fetchval("SELECT MAX(created_at) FROM outbox WHERE phone_number_id <> $1", TEST)
         return Traffic(
             incoming=int(incoming or 0),
             outgoing=int(outgoing or 0),

@@ -7,19 +7,18 @@ under the `bot.tools` entry-point group). Every module of this package is a buil
 
 from __future__ import annotations
 
-from bot.tools.core import HandOff, Tool, ToolContext, ToolError, context_for, tool
+from bot.tools.core import Tool, ToolContext, ToolError, TurnActions, tool
 from bot.tools.registry import LoadError, ToolRegistry, discover, load_tools
 from bot.tools.schema import ToolConfigError
 
 __all__ = [
-    "HandOff",
     "LoadError",
     "Tool",
     "ToolConfigError",
     "ToolContext",
     "ToolError",
     "ToolRegistry",
-    "context_for",
+    "TurnActions",
     "discover",
     "load_tools",
     "tool",

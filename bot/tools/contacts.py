@@ -53,6 +53,7 @@ async def update_contact(
         raise ToolError("nothing was saved: " + "; ".join(problems))
     if name is None and email is None and company is None and notes is None:
         raise ToolError("nothing to save: give at least one of name, email, company or notes")
+    ctx.actions.contact_changed = True
     contact = await ctx.repos.contacts.update(
         ctx.contact.id, source="tool", name=name, email=email, company=company, notes=notes
     )

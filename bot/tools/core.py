@@ -4,16 +4,15 @@ from __future__ import annotations
 
 import inspect
 import re
-import time
 from collections.abc import Awaitable, Callable
-from dataclasses import dataclass
-from typing import Any, Protocol, TypeVar, overload
+from dataclasses import dataclass, field
+from typing import Any, TypeVar, overload
 
 import pydantic
 
 from bot.config import Config
+from bot.domain.conversation import ConversationKey
 from bot.persistence import Repositories
-from bot.persistence.conversations import Conversation
 from bot.persistence.crm import Contact
 from bot.tools.schema import ToolConfigError, arguments_model, parse_docstring, strict_schema
 
@@ -24,20 +23,29 @@ _NAME = re.compile(r"^[A-Za-z0-9_-]{1,64}$")
 F = TypeVar("F", bound=Callable[..., Awaitable[Any]])
 
 
-class HandOff(Protocol):
-    """Whoever can pass a conversation to a person (the Takeover service in the app)."""
+@dataclass(slots=True)
+class TurnActions:
+    """What tools asked the turn to do besides answering; the conversation's actor carries it out.
 
-    async def hand_off(self, conv: Conversation) -> None:
-        """Pause the AI and flag the conversation for operators."""
-        ...
+    Tools run inside their conversation's turn, so they never send or pause anything themselves:
+    they leave it here, and the actor applies it with the turn's own write.
+    """
+
+    handoff_reason: str | None = None
+    choices: dict[str, Any] | None = None  # offer_choices: {"text", "choices"}
+    contact_changed: bool = False
+
+    def hand_off(self, reason: str) -> None:
+        """Pass the conversation to a person once this turn ends (the model's draft is dropped)."""
+        self.handoff_reason = reason or "asked by the assistant"
 
 
 @dataclass(frozen=True, slots=True)
 class ToolContext:
     """What the server tells a tool about the turn. Tools never take a phone number from the model.
 
-    `contact` is resolved by the server from the conversation; `conversation_key` is
-    (phone_number_id, customer_id) for server-side actions such as queueing a WhatsApp message.
+    `contact` is resolved by the server from the conversation; `conversation_key` names the
+    conversation; `actions` is how a tool asks the turn for a hand-off or buttons.
     """
 
     contact: Contact
@@ -45,9 +53,9 @@ class ToolContext:
     language: str | None
     repos: Repositories
     clock: Callable[[], float]
-    conversation_key: tuple[str, str]
+    conversation_key: ConversationKey
     config: Config
-    handoff: HandOff | None = None
+    actions: TurnActions = field(default_factory=TurnActions)
 
 
 class ToolError(Exception):
@@ -160,37 +168,3 @@ class Tool:
         """Validate the model's arguments; returns keyword arguments, raises pydantic.ValidationError."""
         values = self.arguments.model_validate(raw)
         return {name: getattr(values, f"p{i}") for i, name in enumerate(self.parameter_names)}
-
-
-async def context_for(
-    conv: Conversation,
-    language: str | None,
-    *,
-    repos: Repositories,
-    config: Config,
-    handoff: HandOff | None = None,
-    clock: Callable[[], float] = time.time,
-) -> ToolContext:
-    """The context of one turn: ensures the conversation's contact (created on the first AI turn).
-
-    The WhatsApp profile name names a new contact and keeps it current, until the customer (through
-    a tool) or an operator sets a name; the detected language is stored on the contact.
-    """
-    contact = await repos.contacts.ensure(
-        conv.phone_number_id,
-        conv.customer_id,
-        wa_id=conv.wa_id,
-        user_id=conv.user_id,
-        profile_name=conv.profile_name,
-        language=language,
-    )
-    return ToolContext(
-        contact=contact,
-        session_id=conv.session_id,
-        language=language,
-        repos=repos,
-        clock=clock,
-        conversation_key=(conv.phone_number_id, conv.customer_id),
-        config=config,
-        handoff=handoff,
-    )

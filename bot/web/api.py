@@ -91,14 +91,16 @@ async def list_conversations(request: web.Request) -> web.Response:
     where, params = "", []
     if query:
         # LIKE with bound parameters: the search text can never become SQL.
-        like = f"%{query.replace('%', '').replace('_', '')}%"
-        where = "WHERE c.profile_name LIKE ? OR k.name LIKE ? OR c.wa_id LIKE ? OR c.customer_id LIKE ?"
-        params = [like, like, like, like]
-    rows = await request.app[REPOS].db.fetchall(
+        like = f"%{query.lower().replace('%', '').replace('_', '')}%"
+        where = ("WHERE lower(c.profile_name) LIKE $1 OR lower(k.name) LIKE $1 OR c.wa_id LIKE $1 "
+                 "OR lower(c.customer_id) LIKE $1")
+        params = [like]
+    n = len(params)
+    rows = await request.app[REPOS].db.fetch(
         "SELECT c.*, k.name AS contact_name FROM conversations c LEFT JOIN contacts k "
         "ON k.phone_number_id = c.phone_number_id AND k.customer_id = c.customer_id "
-        f"{where} ORDER BY c.needs_human DESC, c.last_activity_at DESC LIMIT ? OFFSET ?",
-        (*params, limit, offset),
+        f"{where} ORDER BY c.needs_human DESC, c.last_activity_at DESC LIMIT ${n + 1} OFFSET ${n + 2}",
+        *params, limit, offset,
     )
     now = time.time()
     items = [conversation_json(Conversation.from_row(r), r, now) for r in rows]
@@ -110,12 +112,12 @@ async def list_messages(request: web.Request) -> web.Response:
     """Every message of a conversation, oldest first: customer (inbox) and ai/operator/system (outbox)."""
     conv = await _conversation(request)
     repos = request.app[REPOS]
-    inbound = await repos.db.fetchall(
+    inbound = await repos.db.fetch(
         "SELECT id, wamid, type, text, status, last_error, received_at FROM inbox "
-        "WHERE phone_number_id = ? AND customer_id = ? ORDER BY id",
-        (conv.phone_number_id, conv.customer_id),
+        "WHERE phone_number_id = $1 AND customer_id = $2 ORDER BY id",
+        conv.phone_number_id, conv.customer_id,
     )
-    outbound = await repos.outbox.for_conversation(conv.phone_number_id, conv.customer_id)
+    outbound = await repos.outbox.for_conversation(conv.key)
     messages: list[dict[str, Any]] = [
         {
             "id": f"in-{r['id']}", "direction": "in", "author": "customer", "type": r["type"], "text": r["text"],
@@ -141,7 +143,7 @@ async def list_messages(request: web.Request) -> web.Response:
 
 @routes.post("/api/conversations/{wa_id}/messages")
 async def send_operator_message(request: web.Request) -> web.Response:
-    """An operator's message: sent on WhatsApp at once, and the AI pauses for this conversation."""
+    """An operator's message: queued for the conversation's actor (202), which pauses the AI and sends it."""
     conv = await _conversation(request)
     try:
         body = orjson.loads(await request.read())
@@ -154,13 +156,10 @@ async def send_operator_message(request: web.Request) -> web.Response:
         return _error(400, f'"text" is longer than WhatsApp allows ({MAX_TEXT} characters)')
     user = request.get(USER)
     try:
-        row_id = await request.app[TAKEOVER].operator_message(conv, text.strip(), user=user.username if user else None)
+        row = await request.app[TAKEOVER].operator_message(conv, text.strip(), user=user.username if user else None)
     except WindowClosed as exc:
         return _error(409, str(exc))
-    row = await request.app[REPOS].outbox.get(row_id)
-    status = row.status if row else "unknown"
-    error = row.error_reason if row is not None and status == "failed" else None
-    return _json({"id": row_id, "status": status, "error": error}, 201)
+    return _json({"id": row.id, "status": row.status, "error": None}, 202)
 
 
 @routes.post("/api/conversations/{wa_id}/pause")

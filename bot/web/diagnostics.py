@@ -13,6 +13,7 @@ import orjson
 import structlog
 from aiohttp import web
 
+from bot.actors.conversation import Reload
 from bot.secrets import mask
 from bot.web.auth import audit_fields, principal_of
 from bot.web.keys import BUILD, DATABASE, KEY_CHECKER, REGISTRY, REPOS, SETTINGS, STORED_SETTINGS, TOOLS
@@ -122,6 +123,7 @@ async def reset_sessions(request: web.Request) -> web.Response:
         return render(request, "diagnostics.html", status=400, d=data, notice=None,
                       error="Nothing was reset: tick “Yes, reset every session” to confirm.")
     count = await request.app[REPOS].conversations.reset_sessions()
+    request.app[REGISTRY].tell_all(Reload())  # live actors drop the chains they hold in memory
     await request.app[REPOS].audit.record("sessions_reset", detail=f"{count} conversations", **audit_fields(request))
     log.warning("sessions_reset", count=count, user=principal_of(request).username)
     raise web.HTTPSeeOther(f"/ai-diagnostics?reset={count}")

@@ -9,10 +9,11 @@ from contextlib import suppress
 import orjson
 from aiohttp import web
 
+from bot.domain.conversation import InboundMessage
 from bot.persistence.conversations import TEST_NUMBER_ID
 from bot.web.keys import INGEST, LIVE, USER
 from bot.web.pages import render
-from bot.whatsapp.events import InboundMessage, WebhookBatch
+from bot.whatsapp.events import WebhookBatch
 from bot.whatsapp.text import MAX_TEXT
 
 routes = web.RouteTableDef()

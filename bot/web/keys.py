@@ -6,8 +6,8 @@ import aiohttp
 import jinja2
 from aiohttp import web
 
+from bot.actors.admission import Admission
 from bot.actors.ingest import Ingest
-from bot.actors.outbound import Outbound
 from bot.actors.registry import Registry
 from bot.actors.takeover import Takeover
 from bot.ai.engine import Engine
@@ -17,7 +17,7 @@ from bot.buildinfo import BuildInfo
 from bot.config import Config
 from bot.metrics import Metrics
 from bot.persistence import Repositories
-from bot.persistence.db import Database
+from bot.persistence.database import Database
 from bot.settings import SettingsSource
 from bot.stored_settings import StoredSettings
 from bot.tools.registry import ToolRegistry
@@ -35,12 +35,12 @@ SENDER = web.AppKey("sender", WhatsAppClient)
 ENGINE = web.AppKey("engine", Engine)
 REGISTRY = web.AppKey("registry", Registry)
 INGEST = web.AppKey("ingest", Ingest)
-OUTBOUND = web.AppKey("outbound", Outbound)
+ADMISSION = web.AppKey("admission", Admission)
 TAKEOVER = web.AppKey("takeover", Takeover)
 TOOLS = web.AppKey("tools", ToolRegistry)
 LIVE = web.AppKey("live", LiveHub)
 # Operator web (sign-in, settings page, knowledge base, diagnostics)
-SETTINGS = web.AppKey[SettingsSource]("settings")  # what turns run with (StoredSettings unless a test injects one)
+SETTINGS = web.AppKey[SettingsSource]("settings")  # what turns run with
 STORED_SETTINGS = web.AppKey("stored_settings", StoredSettings)
 ACCESS = web.AppKey("access", Access)
 TEMPLATES = web.AppKey("templates", jinja2.Environment)

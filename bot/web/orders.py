@@ -12,13 +12,13 @@ import jinja2
 import structlog
 from aiohttp import web
 
-from bot.actors.conversation import Flush
-from bot.persistence.crm import Confirmation, Order
+from bot.actors.takeover import Takeover
+from bot.persistence.crm import Confirmation, Order, contact_key
 from bot.texts import SUPPORTED_LANGUAGES
 from bot.texts import text as fixed_text
 from bot.tools.money import format_price
 from bot.tools.orders import CONFIRMATION_HOURS, token_hash
-from bot.web.keys import CONFIG, REGISTRY, REPOS
+from bot.web.keys import CONFIG, REPOS, TAKEOVER
 
 log = structlog.get_logger("bot.web.orders")
 
@@ -228,7 +228,7 @@ async def confirm(request: web.Request) -> web.Response:
         return _page(request, status=403, language=language, state="csrf", message=_words(language)["csrf"])
     repos = request.app[REPOS]
     now = time.time()
-    async with repos.db.transaction():
+    async with repos.db.transaction() as tx:
         result = await repos.orders.confirm(digest, now=now)
         contact = None
         if result.state == "confirmed" and result.order is not None:
@@ -240,13 +240,12 @@ async def confirm(request: web.Request) -> web.Response:
                     "order_confirmed", contact.language, order=result.order.code,
                     total=format_price(result.order.total_cents, result.order.currency, contact.language),
                 )
-                await repos.outbox.enqueue(contact.phone_number_id, contact.customer_id, author="system",
-                                           parts=[message], reply_to_inbox_id=None)
+                await Takeover.queue_system_text(tx, contact_key(contact), message)
     language = await _language(request, result.order)
     if result.state != "confirmed" or result.order is None:
         return _outcome(request, result, language)
     log.info("order_confirmed", order=result.order.code, total_cents=result.order.total_cents)
     if contact is not None:
-        request.app[REGISTRY].tell((contact.phone_number_id, contact.customer_id), Flush())
+        request.app[TAKEOVER].wake(contact_key(contact))
     return _page(request, status=200, language=language, state="confirmed", message=_words(language)["confirmed"],
                  order=result.order)

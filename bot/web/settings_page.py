@@ -13,7 +13,8 @@ import orjson
 import structlog
 from aiohttp import BodyPartReader, web
 
-from bot.ai.knowledge import MAX_PDF_BYTES, KnowledgeDoc, KnowledgeError
+from bot.ai.knowledge import MAX_PDF_BYTES, KnowledgeError
+from bot.domain.knowledge import KnowledgeDoc
 from bot.persistence.users import UserExists
 from bot.stored_settings import SettingsView, Validated, validate
 from bot.web.auth import CSRF_FIELD, audit_fields, checks_csrf_itself, csrf_ok, principal_of

@@ -8,7 +8,7 @@ import orjson
 import structlog
 from aiohttp import web
 
-from bot.persistence.db import DatabaseUnavailable
+from bot.persistence.database import DatabaseUnavailable
 from bot.web.keys import CONFIG, INGEST
 from bot.whatsapp.events import PayloadError, parse_webhook
 from bot.whatsapp.signature import signature_valid

@@ -4,11 +4,12 @@ from __future__ import annotations
 
 import asyncio
 import time
-from dataclasses import dataclass
 from typing import Any
 
 import aiohttp
 import orjson
+
+from bot.domain.conversation import Address, SendError
 
 # Codes that will not clear by retrying: outside the 24 h window, undeliverable, bad recipient, etc.
 FINAL_CODES = {131047, 131026, 131051, 131052, 131053, 131008, 131009, 131030, 100, 190, 10, 200, 133010}
@@ -16,16 +17,13 @@ FINAL_CODES = {131047, 131026, 131051, 131052, 131053, 131008, 131009, 131030, 1
 RETRYABLE_CODES = {130429, 131056, 131048, 131000, 131016, 2, 4, 80007, 133004}
 
 
-class GraphError(Exception):
-    """A send failed. `retryable` tells the caller whether trying again later can help."""
+class GraphError(SendError):
+    """A Graph call failed. `retryable` tells the caller whether trying again later can help."""
 
     def __init__(self, message: str, *, code: int | None, http_status: int | None, retryable: bool,
                  retry_after: float | None = None) -> None:
-        super().__init__(message)
-        self.code = code
+        super().__init__(message, code=code, retryable=retryable, retry_after=retry_after)
         self.http_status = http_status
-        self.retryable = retryable
-        self.retry_after = retry_after
 
     @property
     def reason(self) -> str:
@@ -34,20 +32,16 @@ class GraphError(Exception):
         return prefix + str(self)
 
 
-@dataclass(frozen=True, slots=True)
-class Recipient:
-    """Who a message goes to: a phone (`to`) or, for username users, a BSUID (`recipient`)."""
+def address_fields(to: Address) -> dict[str, str]:
+    """The addressing fields of a send body: a phone (`to`) or, for username users, a BSUID (`recipient`)."""
+    if to.wa_id:
+        return {"to": to.wa_id}
+    if to.user_id:
+        return {"recipient": to.user_id}
+    raise ValueError("a recipient needs a phone number or a business-scoped user id")
 
-    wa_id: str | None
-    user_id: str | None
 
-    def fields(self) -> dict[str, str]:
-        """The addressing fields of a send body."""
-        if self.wa_id:
-            return {"to": self.wa_id}
-        if self.user_id:
-            return {"recipient": self.user_id}
-        raise ValueError("a recipient needs a phone number or a business-scoped user id")
+Recipient = Address  # the name the Graph client's callers used
 
 
 class TokenBucket:
@@ -89,6 +83,14 @@ def classify(status: int, body: Any, retry_after: str | None) -> GraphError:
         except ValueError:
             delay = None
     return GraphError(message, code=code, http_status=status, retryable=retryable, retry_after=delay)
+
+
+def _wamid(data: Any) -> str:
+    try:
+        return str(data["messages"][0]["id"])
+    except (KeyError, IndexError, TypeError):
+        raise GraphError("the Graph API answered without a message id", code=None, http_status=200,
+                         retryable=False) from None
 
 
 class WhatsAppClient:
@@ -140,23 +142,29 @@ class WhatsAppClient:
         body = {
             "messaging_product": "whatsapp",
             "recipient_type": "individual",
-            **to.fields(),
+            **address_fields(to),
             "type": "text",
             "text": {"preview_url": False, "body": text},
         }
-        data = await self._post(phone_number_id, body)
-        try:
-            return str(data["messages"][0]["id"])
-        except (KeyError, IndexError, TypeError):
-            raise GraphError("the Graph API answered without a message id", code=None, http_status=200,
-                             retryable=False) from None
+        return _wamid(await self._post(phone_number_id, body))
+
+    async def send_body(self, phone_number_id: str, to: Address, kind: str, body: dict[str, Any]) -> str:
+        """Send an interactive or template message: `body` is the object under its type's key."""
+        data = await self._post(phone_number_id, {
+            "messaging_product": "whatsapp",
+            "recipient_type": "individual",
+            **address_fields(to),
+            "type": kind,
+            kind: body,
+        })
+        return _wamid(data)
 
     async def send_reaction(self, phone_number_id: str, to: Recipient, message_id: str, emoji: str) -> None:
         """React to a customer's message; an empty emoji removes the reaction."""
         body = {
             "messaging_product": "whatsapp",
             "recipient_type": "individual",
-            **to.fields(),
+            **address_fields(to),
             "type": "reaction",
             "reaction": {"message_id": message_id, "emoji": emoji},
         }

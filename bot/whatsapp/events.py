@@ -2,28 +2,16 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any
+
+from bot.domain.conversation import InboundMessage
+
+__all__ = ["BusinessEcho", "InboundMessage", "PayloadError", "StatusUpdate", "WebhookBatch", "parse_webhook"]
 
 
 class PayloadError(ValueError):
     """The body is JSON but not a WhatsApp Business Account webhook payload."""
-
-
-@dataclass(frozen=True, slots=True)
-class InboundMessage:
-    """One customer message. `customer_id` is the BSUID when Meta sends one, else the phone (wa_id)."""
-
-    wamid: str
-    phone_number_id: str
-    customer_id: str
-    wa_id: str | None
-    user_id: str | None
-    profile_name: str | None
-    type: str
-    text: str | None
-    payload: dict[str, Any] = field(hash=False, compare=False)
-    timestamp: int | None = None
 
 
 @dataclass(frozen=True, slots=True)

@@ -210,7 +210,7 @@ async def wait_handled_on(server: TestServer, count: int) -> None:
     repos = server.app[REPOS]  # type: ignore[index]
 
     async def done() -> bool:
-        n = await repos.db.scalar("SELECT COUNT(*) FROM inbox WHERE status != 'pending'")
+        n = await repos.db.fetchval("SELECT COUNT(*) FROM inbox WHERE status != 'pending'")
         return bool(n >= count)
 
     await wait_until(done, what=f"{count} handled messages")

@@ -30,6 +30,7 @@ from aiohttp.test_utils import TestServer
 
 from bot.app import build_app
 from bot.persistence import Repositories
+from bot.persistence.sqlite import SQLiteDatabase
 from bot.texts import TEXTS
 from bot.web.keys import REPOS
 from tests.conftest import API_TOKEN, APP_SECRET, PHONE_NUMBER_ID, VERIFY_TOKEN, WA_TOKEN, make_config
@@ -290,12 +291,12 @@ class InProcess:
 
     async def unsettled(self) -> int:
         """Pending customer messages plus replies not yet sent."""
-        return int(await self.repos.db.scalar(UNSETTLED_SQL) or 0)
+        return int(await self.repos.db.fetchval(UNSETTLED_SQL) or 0)
 
     async def rows(self) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
         """The final inbox and outbox rows."""
-        inbox = [dict(r) for r in await self.repos.db.fetchall(INBOX_SQL)]
-        outbox = [dict(r) for r in await self.repos.db.fetchall(OUTBOX_SQL)]
+        inbox = [dict(r) for r in await self.repos.db.fetch(INBOX_SQL)]
+        outbox = [dict(r) for r in await self.repos.db.fetch(OUTBOX_SQL)]
         return inbox, outbox
 
 
@@ -484,7 +485,7 @@ class StatementFaults:
 
     SQLite's trace callback names each statement as it starts; the progress handler then interrupts it,
     which surfaces as `sqlite3.OperationalError` (rolling back the transaction), exactly the path of
-    SQLITE_FULL or a lock past busy_timeout. Both callbacks run on aiosqlite's worker thread.
+    SQLITE_FULL or a lock past busy_timeout. Both callbacks run on the writer's thread.
     """
 
     def __init__(self) -> None:
@@ -511,5 +512,5 @@ class StatementFaults:
 
     async def install(self, repos: Repositories) -> None:
         """Hook into the app's connection."""
-        await repos.db.conn.set_trace_callback(self._trace)
-        await repos.db.conn.set_progress_handler(self._progress, 1)
+        assert isinstance(repos.db, SQLiteDatabase), "statement faults need the SQLite backend"
+        await repos.db.instrument(self._trace, self._progress)

@@ -20,6 +20,8 @@ import aiohttp
 from aiohttp import web
 
 from bot.config import Config
+from bot.persistence.database import marks
+from bot.persistence.sqlite import SQLiteDatabase
 from tests.fakes.graph_server import RE_ENGAGEMENT_DETAILS, FakeGraph, graph_error
 from tests.fakes.openai_server import Fail, FakeOpenAI, Hang, Step
 from tests.reliability.harness import (
@@ -311,9 +313,9 @@ async def graph_errors(scale: int, workdir: Path) -> list[ScenarioResult]:
             meta = Meta(http, srv.url(), ledger)
             await meta.deliver(msgs, concurrency=4, gap=0.01)
             outcome, settled, _ = await _settle_and_count(srv, graph, ledger, 30.0 + 10 * scale)
-            refused_rows = [dict(r) for r in await srv.repos.db.fetchall(
-                "SELECT customer_id, status, error_code, error_reason, attempts FROM outbox WHERE customer_id IN "
-                f"({','.join('?' * len(closed))})", tuple(closed))]
+            refused_rows = [dict(r) for r in await srv.repos.db.fetch(
+                "SELECT customer_id, status, error_code, error_reason, attempts FROM outbox "
+                f"WHERE customer_id IN ({marks(len(closed))})", *closed)]
     attempts_closed = sum(1 for a in graph.attempts if a.get("type") == "text" and a.get("to") in closed)
     final_ok = (
         bool(refused_rows)
@@ -403,13 +405,14 @@ async def _full_disk_phase(srv: InProcess, http: aiohttp.ClientSession, oai: Fak
     await meta.deliver(first, concurrency=4)
     await asyncio.sleep(0.1)  # their turns are waiting for the model now, and will commit into a full disk
     db = srv.repos.db
-    pages = int(await db.scalar("PRAGMA page_count") or 0)
-    await db.conn.execute(f"PRAGMA max_page_count = {pages}")
+    assert isinstance(db, SQLiteDatabase), "a full disk is simulated with SQLite's max_page_count"
+    pages = int(await db.fetchval("PRAGMA page_count") or 0)
+    await db.pragma(f"max_page_count = {pages}")
     try:
         await meta.deliver(then, concurrency=2, gap=1.0 / len(then))
         await asyncio.sleep(0.5)
     finally:
-        await db.conn.execute("PRAGMA max_page_count = 1073741823")
+        await db.pragma("max_page_count = 1073741823")
     oai.latency = 0.0
     return await meta.deliver_until_acked([*first, *then], within=30), "SQLITE_FULL for 1.5 s"
 

@@ -18,7 +18,7 @@ from tests.conftest import ClientFactory, post_webhook
 from tests.fakes.graph_server import FakeGraph
 from tests.fakes.meta import load_sample, text_message
 from tests.fakes.openai_server import Fail, FakeOpenAI
-from tests.helpers import repos_of, wait_until
+from tests.helpers import repos_of, wait_conversation, wait_until
 from tests.reliability.harness import UNSETTLED_SQL, StatementFaults
 from tests.reliability.scenarios import SCENARIOS, OutagePolicy
 
@@ -54,7 +54,7 @@ async def settled(client: TestClient) -> None:
     db = repos_of(client).db
 
     async def idle() -> bool:
-        return int(await db.scalar(UNSETTLED_SQL) or 0) == 0
+        return int(await db.fetchval(UNSETTLED_SQL) or 0) == 0
 
     await wait_until(idle, timeout=10, what="no pending work")
 
@@ -86,7 +86,7 @@ async def test_storage_failure_after_meta_accepted_never_answers_again(
     # No second draft for the first question either: the chain holds only what the customer saw.
     assert [r["input"][0]["content"] for r in fake_openai.responses_requests()] == ["first question",
                                                                                     "second question"]
-    statuses = await repos_of(client).db.fetchall("SELECT status FROM outbox ORDER BY id")
+    statuses = await repos_of(client).db.fetch("SELECT status FROM outbox ORDER BY id")
     assert [r["status"] for r in statuses] == ["sent", "sent"]
 
 
@@ -102,7 +102,7 @@ async def test_failure_bookkeeping_failing_does_not_strand_the_message(
     await fake_graph.wait_for_sent(1)
     await settled(client)
     assert faults.failed
-    status = await repos_of(client).db.scalar("SELECT status FROM inbox WHERE wamid = 'wamid.S1'")
+    status = await repos_of(client).db.fetchval("SELECT status FROM inbox WHERE wamid = 'wamid.S1'")
     assert status in ("done", "failed")
     assert len(fake_graph.texts()) == 1
 
@@ -110,40 +110,44 @@ async def test_failure_bookkeeping_failing_does_not_strand_the_message(
 async def test_storage_failure_at_turn_start_is_retried(
     make_client: ClientFactory, fake_openai: FakeOpenAI, fake_graph: FakeGraph
 ) -> None:
+    # The model answered, then the turn's write failed twice: the write is retried, not the question.
     client, faults = await faulty(make_client)
-    faults.fail("UPDATE conversations SET last_inbound_at", times=2)
+    faults.fail("UPDATE inbox SET status", times=2)
     await post_webhook(client, text_message("wamid.T1", PHONE, "hello, anyone there"))
     await fake_graph.wait_for_sent(1)
     await settled(client)
     assert len(faults.failed) == 2
     assert fake_graph.texts() == ["Echo: hello, anyone there"]
+    assert len(fake_openai.responses_requests()) == 1
 
 
 async def test_commit_failure_then_success_answers_once(
     make_client: ClientFactory, fake_openai: FakeOpenAI, fake_graph: FakeGraph
 ) -> None:
     client, faults = await faulty(make_client)
-    faults.fail("INSERT OR IGNORE INTO outbox")  # the reply's commit: rolled back whole
+    faults.fail("INSERT INTO outbox")  # the reply's commit: rolled back whole
     await post_webhook(client, text_message("wamid.C1", PHONE, "do you deliver"))
     await fake_graph.wait_for_sent(1)
     await settled(client)
     assert faults.failed
     assert fake_graph.texts() == ["Echo: do you deliver"]
-    assert await repos_of(client).db.scalar("SELECT status FROM inbox") == "done"
+    assert await repos_of(client).db.fetchval("SELECT status FROM inbox") == "done"
 
 
 async def test_echo_redelivered_after_a_storage_failure_still_pauses(
     client: TestClient, fake_openai: FakeOpenAI
 ) -> None:
-    # The echo was stored but pausing failed, so Meta got a 503 and redelivers: the redelivery must pause.
+    # Storing the echo failed, so Meta got a 503 and redelivers: the redelivery must pause. Then the
+    # actor's own write of the pause fails once: it is retried, and the AI is paused in the end.
     faults = StatementFaults()
     await faults.install(repos_of(client))
-    faults.fail("UPDATE conversations SET paused = 1")
+    faults.fail("INSERT INTO commands")
+    faults.fail("UPDATE conversations SET last_response_id")
     body = load_sample("smb_echo_text")
     assert (await post_webhook(client, body)).status == 503
     assert (await post_webhook(client, body)).status == 200
-    assert faults.failed
-    assert await repos_of(client).db.scalar("SELECT paused FROM conversations") == 1
+    await wait_conversation(client, lambda c: c.paused, "the pause")
+    assert len(faults.failed) == 2
 
 
 async def test_webhook_storage_failure_is_a_503_and_the_retry_is_answered_once(
@@ -151,10 +155,10 @@ async def test_webhook_storage_failure_is_a_503_and_the_retry_is_answered_once(
 ) -> None:
     faults = StatementFaults()
     await faults.install(repos_of(client))
-    faults.fail("INSERT OR IGNORE INTO inbox")
+    faults.fail("INSERT INTO inbox")
     payload = text_message("wamid.W1", PHONE, "a question for you")
     assert (await post_webhook(client, payload)).status == 503
-    assert await repos_of(client).db.scalar("SELECT COUNT(*) FROM inbox") == 0
+    assert await repos_of(client).db.fetchval("SELECT COUNT(*) FROM inbox") == 0
     assert (await post_webhook(client, payload)).status == 200
     assert (await post_webhook(client, payload)).status == 200
     await fake_graph.wait_for_sent(1)

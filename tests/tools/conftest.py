@@ -13,7 +13,7 @@ from bot.commands.import_products import parse_catalogue
 from bot.config import Config
 from bot.persistence import Repositories
 from bot.persistence.crm import Contact
-from bot.persistence.db import Database
+from bot.persistence.database import Database
 from bot.tools import ToolContext
 
 BUSINESS = "100000000000001"
@@ -35,7 +35,7 @@ async def load_sample_catalogue(repos: Repositories) -> None:
 @pytest.fixture
 async def repos(tmp_path: Path) -> AsyncIterator[Repositories]:
     """Every repository on a fresh database, closed after the test."""
-    db = Database(tmp_path / "data" / "bot.db")
+    db = Database.create(tmp_path / "data" / "bot.db")
     await db.open()
     try:
         yield Repositories.on(db)

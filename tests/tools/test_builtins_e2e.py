@@ -44,7 +44,7 @@ class Turns:
         repos = repos_of(self.client)
 
         async def handled() -> bool:
-            return await repos.db.scalar("SELECT status FROM inbox WHERE wamid = ?", (wamid,)) != "pending"
+            return await repos.db.fetchval("SELECT status FROM inbox WHERE wamid = $1", wamid) != "pending"
 
         await wait_until(handled, what=f"{wamid} handled")
         outputs = function_call_outputs(requests[before + 1])
@@ -88,7 +88,7 @@ async def test_create_order_and_its_problems(make_client: ClientFactory, fake_op
         ("PAN-INT-500", 3, "9,60 €"), ("OLI-EVO-750", 1, "12,50 €"),
     ]
     repos = repos_of(client)
-    row = await repos.db.fetchone("SELECT * FROM orders WHERE id = ?", (order["order_id"],))
+    row = await repos.db.fetchrow("SELECT * FROM orders WHERE id = $1", order["order_id"])
     assert row is not None and row["total_cents"] == 2210 and row["status"] == "draft"
     assert row["notes"] == "consegna al mattino"
     contact = await repos.contacts.for_conversation("100000000000001", PHONE)
@@ -104,7 +104,7 @@ async def test_create_order_and_its_problems(make_client: ClientFactory, fake_op
     assert error.startswith("the order was not created: ")
     for expected in ("NOPE: there is no product", "at least 1", "out of stock", "no longer sold", "at most 1000"):
         assert expected in error
-    assert await repos.db.scalar("SELECT COUNT(*) FROM orders") == 1
+    assert await repos.db.fetchval("SELECT COUNT(*) FROM orders") == 1
     [invalid] = await turns.call([("create_order", {"items": [{"sku": "PAN-INT-500"}], "notes": None})])
     assert invalid == {"error": "invalid arguments: items.0.quantity: is required"}
 
@@ -159,7 +159,7 @@ async def test_confirmation_link_and_page(
     assert link["url"].startswith("http://127.0.0.1:8080/orders/confirm/")
     assert link["total"] == "184,90 €" and link["expires_in_hours"] == 24
     token = link["url"].rsplit("/", 1)[1]
-    stored = await repos.db.fetchone("SELECT * FROM order_confirmations")
+    stored = await repos.db.fetchrow("SELECT * FROM order_confirmations")
     assert stored is not None and stored["token_sha256"] == token_hash(token)
     assert token not in orjson.dumps(dict(stored)).decode()  # only the hash is kept
     assert 23.9 * 3600 < stored["expires_at"] - time.time() <= 24 * 3600
@@ -183,16 +183,16 @@ async def test_confirmation_link_and_page(
     client.session.cookie_jar.clear()
     no_cookie = await client.post(path, data={"csrf": csrf})
     assert no_cookie.status == 403
-    assert await repos.db.scalar("SELECT status FROM orders WHERE id = ?", (order["order_id"],)) == "draft"
+    assert await repos.db.fetchval("SELECT status FROM orders WHERE id = $1", order["order_id"]) == "draft"
 
     page = await client.get(path)  # a fresh cookie, as a reload would give
     csrf = _form_token(await page.text())
     done = await client.post(path, data={"csrf": csrf})
     assert done.status == 200
     assert "confermato" in await done.text()
-    row = await repos.db.fetchone("SELECT status, confirmed_at FROM orders WHERE id = ?", (order["order_id"],))
+    row = await repos.db.fetchrow("SELECT status, confirmed_at FROM orders WHERE id = $1", order["order_id"])
     assert row is not None and row["status"] == "confirmed" and row["confirmed_at"] is not None
-    assert await repos.db.scalar("SELECT stock FROM products WHERE sku = 'BOR-ROS-PEL'") == 3
+    assert await repos.db.fetchval("SELECT stock FROM products WHERE sku = 'BOR-ROS-PEL'") == 3
     await fake_graph.wait_for_sent(sent_before + 1)
     confirmation = fake_graph.texts_to(PHONE)[-1]
     assert confirmation == f"Grazie! Il tuo ordine {order['code']} è confermato. Totale: 184,90 €."
@@ -200,7 +200,7 @@ async def test_confirmation_link_and_page(
     again = await client.post(path, data={"csrf": csrf})
     assert again.status == 410 and "già stato confermato" in await again.text()
     assert (await client.get(path)).status == 410
-    assert await repos.db.scalar("SELECT COUNT(*) FROM outbox WHERE author = 'system'") == 1
+    assert await repos.db.fetchval("SELECT COUNT(*) FROM outbox WHERE author = 'system'") == 1
     [late] = await turns.call([("generate_order_confirmation_form", {"order_id": order["order_id"]})])
     assert "already confirmed" in late["error"]
 
@@ -228,7 +228,7 @@ async def test_expired_unknown_and_foreign_links(make_client: ClientFactory, fak
     short = await client.post(path, data={"csrf": csrf})
     text = await short.text()
     assert short.status == 409 and "non sono più disponibili" in text and "<li>Borsa Rossa in pelle</li>" in text
-    assert await repos.db.scalar("SELECT status FROM orders WHERE id = ?", (big["order_id"],)) == "draft"
+    assert await repos.db.fetchval("SELECT status FROM orders WHERE id = $1", big["order_id"]) == "draft"
     # Another customer's order cannot be linked from this conversation.
     other = await repos.contacts.ensure("100000000000001", "390000000001", profile_name="Other")
     foreign = await repos.orders.create_draft(other.id, [("TE-VER-100", 1)], notes=None)

@@ -89,7 +89,7 @@ async def test_orders_are_priced_by_the_server_and_problems_are_listed(repos: Re
     assert "out of stock" in problems[3]
     assert "no longer sold" in problems[4]
     assert "only 5 left" in problems[5]
-    assert await repos.db.scalar("SELECT COUNT(*) FROM orders") == 1
+    assert await repos.db.fetchval("SELECT COUNT(*) FROM orders") == 1
 
 
 def test_money() -> None:

@@ -10,16 +10,16 @@ import pytest
 
 from bot.commands.import_products import run
 from bot.config import Config
-from bot.persistence.db import Database
+from bot.persistence.database import Database
 
 REPO = Path(__file__).resolve().parents[2]
 
 
 async def products(config: Config) -> dict[str, tuple[str, int, int, bool]]:
-    db = Database(config.db_path)
+    db = Database.create(config.database_url)
     await db.open()
     try:
-        rows = await db.fetchall("SELECT sku, name, price_cents, stock, active FROM products ORDER BY sku")
+        rows = await db.fetch("SELECT sku, name, price_cents, stock, active FROM products ORDER BY sku")
         return {r["sku"]: (r["name"], r["price_cents"], r["stock"], bool(r["active"])) for r in rows}
     finally:
         await db.close()

@@ -182,7 +182,7 @@ async def test_timeouts_and_exceptions_become_error_text_and_error_rows(
     assert "broken_tool failed (ZeroDivisionError)" in broken["error"]
     odd = orjson.loads(await registry.call("odd_result", "{}", ctx))
     assert "odd_result failed (TypeError)" in odd["error"]
-    rows = await repos.db.fetchall("SELECT type, message, session_id FROM errors ORDER BY id")
+    rows = await repos.db.fetch("SELECT type, message, session_id FROM errors ORDER BY id")
     assert [r["type"] for r in rows] == ["tool_failed:slow_tool", "tool_failed:broken_tool", "tool_failed:odd_result"]
     assert "0.2 s" in rows[0]["message"]
     assert rows[1]["message"].startswith("ZeroDivisionError")
@@ -207,7 +207,7 @@ async def test_the_server_starts_with_a_broken_tool_module_and_the_model_sees_fa
     assert {t["name"] for t in first["tools"]} >= {"slow_tool", "broken_tool", *BUILTINS}
     outputs = list(function_call_outputs(second).values())
     assert "took too long" in outputs[0] and "broken_tool failed" in outputs[1]
-    types = [r["type"] for r in await repos_of(client).db.fetchall("SELECT type FROM errors ORDER BY id")]
+    types = [r["type"] for r in await repos_of(client).db.fetch("SELECT type FROM errors ORDER BY id")]
     assert sorted(types) == ["tool_failed:broken_tool", "tool_failed:slow_tool"]
 
 

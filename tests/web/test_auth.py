@@ -14,7 +14,7 @@ from yarl import URL
 
 from bot.commands import add_user
 from bot.config import Config
-from bot.persistence.db import Database
+from bot.persistence.database import Database
 from bot.persistence.users import UserRepo
 from bot.web.access import LoginThrottle, client_ip, hash_password, parse_networks, verify_password
 from bot.web.auth import SESSION_COOKIE
@@ -117,20 +117,20 @@ async def test_session_cookie_flags_and_sign_out(client: TestClient) -> None:
     assert "SameSite=Lax" in cookie
     assert "Secure" not in cookie  # plain HTTP here; see the trusted-proxy test for HTTPS
     token = resp.cookies[SESSION_COOKIE].value
-    rows = await repos_of(client).db.fetchall("SELECT token_hash FROM web_sessions")
+    rows = await repos_of(client).db.fetch("SELECT token_hash FROM web_sessions")
     assert len(rows) == 1 and token not in rows[0]["token_hash"]  # only the hash is stored
     page = await client.get("/ai-diagnostics")
     csrf = csrf_in(await page.text())
     resp = await post_form(client, "/logout", csrf)
     assert resp.status == 303
-    assert await repos_of(client).db.scalar("SELECT COUNT(*) FROM web_sessions") == 0
+    assert await repos_of(client).db.fetchval("SELECT COUNT(*) FROM web_sessions") == 0
     resp = await client.get("/ai-diagnostics", allow_redirects=False)
     assert resp.status == 302
 
 
 async def test_expired_sessions_are_refused(client: TestClient) -> None:
     await admin(client)
-    await repos_of(client).db.execute("UPDATE web_sessions SET expires_at = ?", (time.time() - 1,))
+    await repos_of(client).db.execute("UPDATE web_sessions SET expires_at = $1", time.time() - 1)
     resp = await client.get("/ai-diagnostics", allow_redirects=False)
     assert resp.status == 302
     resp = await client.get("/api/diagnostics")
@@ -288,7 +288,7 @@ async def test_api_tokens_from_env_and_from_the_settings_page(client: TestClient
     token = re.search(r'id="new-token" value="([^"]+)"', page)
     assert token, "the new token is shown once"
     made = token.group(1)
-    stored = await repos_of(client).db.fetchall("SELECT token_hash, hint FROM api_tokens")
+    stored = await repos_of(client).db.fetch("SELECT token_hash, hint FROM api_tokens")
     assert made not in str([dict(r) for r in stored])
     again = await client.get("/settings")
     assert made not in await again.text()
@@ -371,7 +371,7 @@ async def test_add_user_command(tmp_path: Path, monkeypatch: pytest.MonkeyPatch)
     prompts = iter(["typed-password-1", "typed-password-1"])
     monkeypatch.setattr("getpass.getpass", lambda prompt="": next(prompts))
     assert await add_user.run(config, ["carla"]) == 0
-    db = Database(config.db_path)
+    db = Database.create(config.database_url)
     await db.open()
     try:
         users = UserRepo(db)

@@ -32,7 +32,7 @@ async def _traffic(client: TestClient, fake_graph: FakeGraph) -> None:
     await wait_handled(client, 4)
 
     async def failed_send() -> bool:
-        return bool(await repos_of(client).db.scalar("SELECT COUNT(*) FROM outbox WHERE status = 'failed'"))
+        return bool(await repos_of(client).db.fetchval("SELECT COUNT(*) FROM outbox WHERE status = 'failed'"))
 
     await wait_until(failed_send, what="the failed send to Bruno")
 
@@ -101,7 +101,7 @@ async def test_build_id_and_recent_errors_and_tool_failures(make_client: ClientF
 async def test_reset_sessions(client: TestClient, fake_graph: FakeGraph, fake_openai: FakeOpenAI) -> None:
     await _traffic(client, fake_graph)
     repos = repos_of(client)
-    before = {r["customer_id"]: dict(r) for r in await repos.db.fetchall("SELECT * FROM conversations")}
+    before = {r["customer_id"]: dict(r) for r in await repos.db.fetch("SELECT * FROM conversations")}
     assert all(r["last_response_id"] for r in before.values())
     csrf = await admin(client)
 
@@ -111,13 +111,13 @@ async def test_reset_sessions(client: TestClient, fake_graph: FakeGraph, fake_op
     resp = await post_form(client, "/ai-diagnostics/reset-sessions", csrf)  # the box was not ticked
     assert resp.status == 400
     assert "Nothing was reset" in await resp.text()
-    assert (await repos.db.scalar("SELECT COUNT(*) FROM conversations WHERE last_response_id IS NULL")) == 0
+    assert (await repos.db.fetchval("SELECT COUNT(*) FROM conversations WHERE last_response_id IS NULL")) == 0
 
     resp = await post_form(client, "/ai-diagnostics/reset-sessions", csrf, confirm="yes")
     assert resp.status == 303
     assert resp.headers["Location"] == "/ai-diagnostics?reset=2"
     assert "Sessions reset: 2 conversations" in await (await client.get(resp.headers["Location"])).text()
-    after = {r["customer_id"]: dict(r) for r in await repos.db.fetchall("SELECT * FROM conversations")}
+    after = {r["customer_id"]: dict(r) for r in await repos.db.fetch("SELECT * FROM conversations")}
     for customer, row in after.items():
         assert row["last_response_id"] is None
         assert row["session_id"] != before[customer]["session_id"]

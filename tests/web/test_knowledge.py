@@ -90,7 +90,7 @@ async def test_failed_indexing_is_reported_and_cleaned_up(client: TestClient, fa
     assert fake_openai.vector_stores == {} and fake_openai.files == {}
     assert len(fake_openai.deleted_vector_stores) == 1 and len(fake_openai.deleted_files) == 1
     # The failure is also among the recent errors of /ai-diagnostics.
-    recorded = await client.app[REPOS].db.fetchone("SELECT type, message FROM errors")  # type: ignore[index]
+    recorded = await client.app[REPOS].db.fetchrow("SELECT type, message FROM errors")  # type: ignore[index]
     assert recorded is not None and recorded["type"] == "kb_failed" and "invalid_file" in recorded["message"]
     page = await (await client.get("/settings")).text()
     assert "Failed: OpenAI could not index the PDF" in page

@@ -198,7 +198,7 @@ async def test_unreadable_stored_key_is_reported(client: TestClient) -> None:
     await post_form(client, "/settings", csrf, **settings_form(openai_api_key=OPENAI_KEY))
     # As if the secret key had changed since the save: the stored token no longer decrypts.
     foreign = SecretBox(Fernet.generate_key()).encrypt("sk-other-000000000000000")
-    await repos_of(client).db.execute("UPDATE assistant_settings SET openai_api_key_enc = ?", (foreign,))
+    await repos_of(client).db.execute("UPDATE assistant_settings SET openai_api_key_enc = $1", foreign)
     page = await (await client.get("/settings")).text()
     assert "cannot be decrypted" in page
     data = await (await client.get("/api/settings")).json()

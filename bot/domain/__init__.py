@@ -1,0 +1,1 @@
+"""Channel-neutral types shared by every layer (they import nothing else of `bot`)."""

@@ -1,0 +1,273 @@
+"""The one `Database` interface: reads, units of work committed by one writer, and exclusive transactions.
+
+After mautrix-python's `util/async_db`: `Database.create(url)` picks a backend by scheme (one file each:
+sqlite.py, postgres.py), SQL is written once with `$1` placeholders that the SQLite backend rewrites,
+and numbered migrations know their dialect (bot/persistence/sql/<dialect>/).
+
+Three ways to reach the data, by what the caller needs:
+- `fetch` / `fetchrow` / `fetchval`: reads on their own connection (WAL readers, or a pool), never
+  behind the writer.
+- `write(unit)`: a unit of work (a few statements) committed by the single writer in its next group
+  commit, together with every other unit waiting, each in its own savepoint so that a unit that fails,
+  fails alone. Webhook inserts are `urgent` and go first. This is the hot path: one round trip to the
+  writer for many units.
+- `transaction()`: an exclusive read-modify-write transaction for the rare logic that must read inside
+  its transaction (orders, users). It holds the writer while open, so keep it short.
+Inside `transaction()`, every method of the database joins it, so repository methods compose.
+"""
+
+from __future__ import annotations
+
+import contextvars
+import re
+from abc import ABC, abstractmethod
+from collections.abc import Mapping, Sequence
+from contextlib import AbstractAsyncContextManager
+from dataclasses import dataclass, fields
+from pathlib import Path
+from typing import Any, ClassVar, Literal, Protocol, TypeVar
+
+Dialect = Literal["sqlite", "postgres"]
+T = TypeVar("T")
+
+
+class Record(Protocol):
+    """A result row: by column name or position, with its column names (sqlite3.Row, asyncpg.Record)."""
+
+    def __getitem__(self, key: int | str, /) -> Any:
+        """A column's value."""
+        ...
+
+    def keys(self) -> Any:
+        """The column names."""
+        ...
+
+
+class DatabaseUnavailable(RuntimeError):
+    """The database cannot take writes right now (locked, full, unreachable); callers answer 503."""
+
+
+class IntegrityError(RuntimeError):
+    """A unit broke a constraint (unique, check, foreign key); nothing of that unit was written."""
+
+
+class Conflict(RuntimeError):
+    """A compare-and-set statement matched a different number of rows than expected; the unit was undone."""
+
+
+@dataclass(frozen=True, slots=True)
+class Stmt:
+    """One statement of a unit of work.
+
+    `rows`: return the rows (a SELECT, or RETURNING), else the number of rows changed.
+    `expect`: compare-and-set; unless exactly this many rows change, the whole unit is undone and
+    `write` raises `Conflict`.
+    `many`: run the statement once per argument tuple (the result is None).
+    """
+
+    sql: str
+    args: tuple[Any, ...] = ()
+    rows: bool = False
+    expect: int | None = None
+    many: Sequence[Sequence[Any]] | None = None
+
+
+def row_to(cls: type[T], row: Record) -> T:
+    """Build a dataclass from a row by field name; 0/1 become bools where the field says bool."""
+    keys = set(row.keys())
+    values: dict[str, Any] = {}
+    for f in fields(cls):  # type: ignore[arg-type]
+        if f.name not in keys:
+            continue
+        value = row[f.name]
+        if f.type in ("bool", bool) and value is not None:
+            value = bool(value)
+        values[f.name] = value
+    return cls(**values)
+
+
+def marks(count: int, start: int = 1) -> str:
+    """`$start, $start+1, …` for an IN list of `count` values."""
+    return ", ".join(f"${i}" for i in range(start, start + count))
+
+
+_PLACEHOLDER = re.compile(r"\$(\d+)")
+
+
+def to_qmark(sql: str) -> str:
+    """`$1` → `?1`: SQLite's numbered parameters, so a value may be used twice as in PostgreSQL."""
+    return _PLACEHOLDER.sub(r"?\1", sql)
+
+
+class _Reads(ABC):
+    """`fetchrow` and `fetchval`, for anything that can `fetch`."""
+
+    @abstractmethod
+    async def fetch(self, sql: str, *args: Any) -> list[Record]:
+        """Rows of a query."""
+
+    async def fetchrow(self, sql: str, *args: Any) -> Record | None:
+        """The first row, or None."""
+        rows = await self.fetch(sql, *args)
+        return rows[0] if rows else None
+
+    async def fetchval(self, sql: str, *args: Any) -> Any:
+        """The first column of the first row, or None."""
+        row = await self.fetchrow(sql, *args)
+        return None if row is None else row[0]
+
+
+class Tx(_Reads):
+    """An open exclusive transaction (see `Database.transaction`)."""
+
+    @abstractmethod
+    async def execute(self, sql: str, *args: Any) -> int:
+        """Run a statement; returns the number of rows changed."""
+
+    @abstractmethod
+    async def executemany(self, sql: str, rows: Sequence[Sequence[Any]]) -> None:
+        """Run a statement once per argument tuple."""
+
+    async def run(self, unit: Sequence[Stmt]) -> list[Any]:
+        """Run a unit's statements here, with the same results and checks as `Database.write`."""
+        results: list[Any] = []
+        for stmt in unit:
+            if stmt.many is not None:
+                await self.executemany(stmt.sql, stmt.many)
+                results.append(None)
+            elif stmt.rows:
+                results.append(await self.fetch(stmt.sql, *stmt.args))
+            else:
+                count = await self.execute(stmt.sql, *stmt.args)
+                if stmt.expect is not None and count != stmt.expect:
+                    raise Conflict(f"expected {stmt.expect} row(s), changed {count}: {stmt.sql[:80]}")
+                results.append(count)
+        return results
+
+
+class Database(_Reads):
+    """The storage of one server (or of a cluster of servers, on PostgreSQL)."""
+
+    dialect: ClassVar[Dialect]
+
+    def __init__(self) -> None:
+        self.applied_migrations: list[int] = []
+        # The transaction this task is inside, if any: every call joins it.
+        self._tx: contextvars.ContextVar[Tx | None] = contextvars.ContextVar(f"tx_{id(self)}", default=None)
+
+    @staticmethod
+    def create(url: str | Path, *, readers: int = 2) -> Database:
+        """The backend for a URL: `postgresql://…` (asyncpg) or a path / `sqlite:///path` (SQLite)."""
+        text = str(url)
+        if text.startswith(("postgres://", "postgresql://")):
+            from bot.persistence.postgres import PostgresDatabase
+
+            return PostgresDatabase(text)
+        from bot.persistence.sqlite import SQLiteDatabase
+
+        path = Path(text.removeprefix("sqlite:///").removeprefix("sqlite://")) if text.startswith("sqlite:") \
+            else Path(text)
+        return SQLiteDatabase(path, readers=readers)
+
+    @property
+    def description(self) -> str:
+        """Where the data lives, for logs and diagnostics (no password)."""
+        return self.dialect
+
+    @abstractmethod
+    async def open(self, *, migrate: bool = True) -> None:
+        """Connect, set up, and (unless told not to) apply pending migrations."""
+
+    @abstractmethod
+    async def close(self) -> None:
+        """Finish queued writes and disconnect."""
+
+    @abstractmethod
+    async def migrate(self) -> list[int]:
+        """Apply pending migrations; returns the versions applied now."""
+
+    # -- reads --------------------------------------------------------------------------------
+    @abstractmethod
+    async def _fetch(self, sql: str, args: tuple[Any, ...]) -> list[Record]: ...
+
+    async def fetch(self, sql: str, *args: Any) -> list[Record]:
+        """Rows of a read-only query (joins the current transaction, if any)."""
+        tx = self._tx.get()
+        if tx is not None:
+            return await tx.fetch(sql, *args)
+        return await self._fetch(sql, args)
+
+    # -- writes -------------------------------------------------------------------------------
+    @abstractmethod
+    async def _write(self, unit: Sequence[Stmt], urgent: bool) -> list[Any]: ...
+
+    async def write(self, unit: Sequence[Stmt], *, urgent: bool = False) -> list[Any]:
+        """Commit a unit of work in the writer's next group; one result per statement.
+
+        Raises `Conflict` (a compare-and-set missed), `IntegrityError` (a constraint), or
+        `DatabaseUnavailable`; in every case nothing of this unit was written, and the other units
+        of the group are not affected.
+        """
+        tx = self._tx.get()
+        if tx is not None:
+            return await tx.run(unit)
+        if not unit:
+            return []
+        return await self._write(unit, urgent)
+
+    async def execute(self, sql: str, *args: Any) -> int:
+        """One write statement as its own unit; returns the number of rows changed."""
+        result = await self.write([Stmt(sql, args)])
+        return int(result[0])
+
+    async def executemany(self, sql: str, rows: Sequence[Sequence[Any]]) -> None:
+        """One statement for many argument tuples, as one unit."""
+        if rows:
+            await self.write([Stmt(sql, many=rows)])
+
+    async def insert(self, sql: str, *args: Any) -> Any:
+        """An INSERT … RETURNING as its own unit; returns the first column of the row (None if none)."""
+        rows = (await self.write([Stmt(sql, args, rows=True)]))[0]
+        return rows[0][0] if rows else None
+
+    def transaction(self) -> AbstractAsyncContextManager[Tx]:
+        """An exclusive transaction: committed on exit, rolled back on error; nested calls join it."""
+        return _Joined(self)
+
+    @abstractmethod
+    def _begin(self) -> AbstractAsyncContextManager[Tx]: ...
+
+    @property
+    def in_transaction(self) -> bool:
+        """True inside `transaction()` in this task."""
+        return self._tx.get() is not None
+
+    # -- maintenance --------------------------------------------------------------------------
+    async def table_counts(self, tables: Sequence[str]) -> Mapping[str, int]:
+        """Row counts of some tables (copying between backends checks them)."""
+        return {t: int(await self.fetchval(f"SELECT COUNT(*) FROM {t}") or 0) for t in tables}
+
+
+class _Joined(AbstractAsyncContextManager[Tx]):
+    """`Database.transaction()`: joins the task's open transaction, or opens one."""
+
+    def __init__(self, db: Database) -> None:
+        self._db = db
+        self._outer: AbstractAsyncContextManager[Tx] | None = None
+        self._token: contextvars.Token[Tx | None] | None = None
+
+    async def __aenter__(self) -> Tx:
+        current = self._db._tx.get()
+        if current is not None:
+            return current
+        self._outer = self._db._begin()
+        tx = await self._outer.__aenter__()
+        self._token = self._db._tx.set(tx)
+        return tx
+
+    async def __aexit__(self, *exc: Any) -> bool | None:
+        if self._outer is None:
+            return None
+        assert self._token is not None
+        self._db._tx.reset(self._token)
+        return await self._outer.__aexit__(*exc)

@@ -1,0 +1,27 @@
+"""The WhatsApp `ChannelSender`: a conversation's actor sends through this, the Graph client does HTTP."""
+
+from __future__ import annotations
+
+from bot.domain.conversation import Address, ConversationKey, OutboundMessage
+from bot.whatsapp.client import WhatsAppClient
+
+
+class WhatsAppChannel:
+    """Sends texts, interactive and template messages from the conversation's business number."""
+
+    def __init__(self, client: WhatsAppClient) -> None:
+        self.client = client
+
+    async def send(self, key: ConversationKey, to: Address, message: OutboundMessage) -> str:
+        """Post one message; returns its wamid (raises GraphError)."""
+        if message.kind == "text" or message.body is None:
+            return await self.client.send_text(key.business, to, message.text)
+        return await self.client.send_body(key.business, to, message.kind, message.body)
+
+    async def typing(self, key: ConversationKey, to: Address, reply_to: str) -> None:
+        """Mark the customer's message read, with the typing indicator until the reply."""
+        await self.client.mark_read(key.business, reply_to, typing=True)
+
+    async def react(self, key: ConversationKey, to: Address, message_id: str, emoji: str) -> None:
+        """React to (or, with an empty emoji, un-react from) a customer's message."""
+        await self.client.send_reaction(key.business, to, message_id, emoji)
