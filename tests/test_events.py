@@ -153,6 +153,8 @@ def test_button_and_list_replies_keep_id_and_title() -> None:
     assert row.context_wamid == "wamid.TEST_OUT_0003"
     quick = only_message("button_template_reply")
     assert quick.detail == ChoiceReply("button", "STOP_PROMOTIONS", "Stop promotions")
+    assert row.detail.as_model_text() == "the customer chose Borsa rossa (product-sku-001)"
+    assert ChoiceReply("button", "Yes", "Yes").as_model_text() == "the customer chose Yes"
 
 
 @pytest.mark.parametrize("sample, kind", [("location_no_type", "location"), ("contacts_no_type", "contacts")])

@@ -203,3 +203,16 @@ def test_a_template_without_variables_has_no_components() -> None:
     prepared = prepare_send(graph_template("Grazie!", extra=[{"type": "HEADER", "format": "TEXT", "text": "Ciao"}]),
                             [])
     assert prepared.components == [] and prepared.preview == "Ciao\n\nGrazie!"
+
+
+async def test_metas_list_sample_syncs(repo: TemplateRepo, client: WhatsAppClient, fake_graph: FakeGraph) -> None:
+    fake_graph.templates = load_sample_json("templates_list_response")["data"]
+    assert await sync(source=client, store=repo, waba_id=WABA_ID) == 2
+    hello = await repo.get("hello_world", "en_US")
+    assert hello is not None and hello.parameter_count == 0 and hello.template_id == "1000000000000100"
+    prepared = prepare_send(hello, [])
+    assert prepared.components == []
+    assert prepared.preview.startswith("Hello World\n\nWelcome and congratulations!!")
+    assert prepared.preview.endswith("WhatsApp Business Platform sample message")
+    order = await repo.get("order_ready", "it")
+    assert order is not None and order.parameter_count == 2 and order.category == "UTILITY"

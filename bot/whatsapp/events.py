@@ -106,6 +106,12 @@ class ChoiceReply:
     title: str | None
     description: str | None = None
 
+    def as_model_text(self) -> str:
+        """What the model is told: "the customer chose <title> (<id>)"."""
+        title = self.title or self.id or "an option"
+        return f"the customer chose {title} ({self.id})" if self.id and self.id != title else \
+            f"the customer chose {title}"
+
 
 @dataclass(frozen=True, slots=True)
 class FlowReply:
