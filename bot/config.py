@@ -76,6 +76,7 @@ class Config:
     client_name: str = "our shop"
     whatsapp_access_token: str = ""
     whatsapp_phone_number_id: str = ""
+    whatsapp_business_account_id: str = ""  # the WABA: its message templates are synced from it
     whatsapp_app_secret: str = ""
     whatsapp_verify_token: str = ""
     whatsapp_api_base: str = "https://graph.facebook.com/v23.0"
@@ -140,6 +141,7 @@ class Config:
             "BOT_CLIENT_NAME": "client_name",
             "WHATSAPP_ACCESS_TOKEN": "whatsapp_access_token",
             "WHATSAPP_PHONE_NUMBER_ID": "whatsapp_phone_number_id",
+            "WHATSAPP_BUSINESS_ACCOUNT_ID": "whatsapp_business_account_id",
             "WHATSAPP_APP_SECRET": "whatsapp_app_secret",
             "WHATSAPP_VERIFY_TOKEN": "whatsapp_verify_token",
             "BOT_REACTION_EMOJI": "reaction_emoji",

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import re
 from dataclasses import dataclass, field
+from decimal import Decimal
 from typing import Any, Literal, Protocol
 
 # The business endpoint of the operators' test chat: its messages never leave the server.
@@ -50,8 +51,118 @@ class Address:
 
 
 @dataclass(frozen=True, slots=True)
+class Edit:
+    """The customer edited an earlier message: `original_wamid` is the edited one, `text` its new content."""
+
+    original_wamid: str | None
+    new_type: str
+    text: str | None
+
+
+@dataclass(frozen=True, slots=True)
+class Revoke:
+    """The customer deleted an earlier message for everyone."""
+
+    original_wamid: str | None
+
+
+@dataclass(frozen=True, slots=True)
+class SystemNotice:
+    """A notice from WhatsApp about the customer (number or identity changed); never a customer's words.
+
+    `kind` is Meta's `system.type` as sent: `customer_changed_number` / `user_changed_number` (with
+    `new_wa_id`), `customer_identity_changed` / `user_identity_changed`, `user_changed_user_id` (with
+    `new_user_id`), or whatever Meta adds later.
+    """
+
+    kind: str
+    body: str | None
+    new_wa_id: str | None = None
+    new_user_id: str | None = None
+
+    @property
+    def number_changed(self) -> bool:
+        """The customer moved to a new phone number (`new_wa_id`) or a new business-scoped id."""
+        return self.kind in NUMBER_CHANGE_KINDS or (
+            self.kind not in IDENTITY_CHANGE_KINDS and (self.new_wa_id is not None or self.new_user_id is not None)
+        )
+
+    @property
+    def identity_changed(self) -> bool:
+        """The customer's identity key changed (a reinstall or a new phone): worth an operator's look."""
+        return self.kind in IDENTITY_CHANGE_KINDS
+
+
+NUMBER_CHANGE_KINDS = frozenset({"customer_changed_number", "user_changed_number", "user_changed_user_id"})
+IDENTITY_CHANGE_KINDS = frozenset({"customer_identity_changed", "user_identity_changed"})
+
+
+@dataclass(frozen=True, slots=True)
+class OrderItem:
+    """One line of a catalogue order: the product's retailer id (our sku), how many, and Meta's unit price."""
+
+    retailer_id: str
+    quantity: int
+    item_price: Decimal | None
+    currency: str | None
+
+
+@dataclass(frozen=True, slots=True)
+class Order:
+    """A cart the customer sent from the business's WhatsApp catalogue."""
+
+    catalog_id: str | None
+    items: tuple[OrderItem, ...]
+    text: str | None
+
+    def lines(self) -> list[tuple[str, int]]:
+        """(sku, quantity) pairs, in the shape the order repository's create_draft takes."""
+        return [(item.retailer_id, item.quantity) for item in self.items]
+
+
+@dataclass(frozen=True, slots=True)
+class ChoiceReply:
+    """The customer tapped a reply button, a list row, or a template's quick-reply button.
+
+    `kind` is `button_reply`, `list_reply` or `button` (template quick reply: `id` is its payload).
+    """
+
+    kind: str
+    id: str | None
+    title: str | None
+    description: str | None = None
+
+    def as_model_text(self) -> str:
+        """What the model is told: "the customer chose <title> (<id>)"."""
+        title = self.title or self.id or "an option"
+        return f"the customer chose {title} ({self.id})" if self.id and self.id != title else \
+            f"the customer chose {title}"
+
+
+@dataclass(frozen=True, slots=True)
+class FlowReply:
+    """A WhatsApp Flow the customer completed: its fields as (name, value) pairs, `flow_token` left out."""
+
+    name: str | None
+    body: str | None
+    fields: tuple[tuple[str, str], ...]
+
+    def as_text(self) -> str | None:
+        """One "field: value" line per answer (the Flow's own body when it had none)."""
+        return "\n".join(f"{key}: {value}" for key, value in self.fields) or self.body
+
+
+MessageDetail = Edit | Revoke | SystemNotice | Order | ChoiceReply | FlowReply
+
+
+@dataclass(frozen=True, slots=True)
 class InboundMessage:
-    """One customer message as a channel delivered it. `customer_id` is the BSUID when given, else the phone."""
+    """One customer message. `customer_id` is the BSUID when Meta sends one, else the phone (wa_id).
+
+    `type` is Meta's type, or the one inferred from the content object when Meta's examples leave it
+    out. `detail` carries what the type adds beyond text (see `MessageDetail`); `context_wamid` is the
+    business message the customer replied to or quoted.
+    """
 
     wamid: str
     phone_number_id: str
@@ -63,6 +174,8 @@ class InboundMessage:
     text: str | None
     payload: dict[str, Any] = field(hash=False, compare=False)
     timestamp: int | None = None
+    detail: MessageDetail | None = None
+    context_wamid: str | None = None
 
     @property
     def key(self) -> ConversationKey:

@@ -12,6 +12,7 @@ from bot.persistence.database import Database
 from bot.persistence.inbox import ErrorRepo, InboxRepo
 from bot.persistence.outbox import OutboxRepo
 from bot.persistence.stats import StatsRepo
+from bot.persistence.templates import TemplateRepo
 from bot.persistence.users import AuditRepo, UserRepo
 
 
@@ -33,6 +34,7 @@ class Repositories:
     assistant: AssistantSettingsRepo
     knowledge: KnowledgeRepo
     stats: StatsRepo
+    templates: TemplateRepo
 
     @classmethod
     def on(cls, db: Database) -> Repositories:
@@ -52,4 +54,5 @@ class Repositories:
             assistant=AssistantSettingsRepo(db),
             knowledge=KnowledgeRepo(db),
             stats=StatsRepo(db),
+            templates=TemplateRepo(db),
         )

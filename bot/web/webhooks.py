@@ -60,6 +60,8 @@ async def receive(request: web.Request) -> web.Response:
         batch = parse_webhook(payload)
     except PayloadError as exc:
         return web.json_response({"error": f"not a WhatsApp webhook payload: {exc}"}, status=400)
+    if batch.skipped:  # the rest of the POST is still stored: only these items are lost, so say which and why
+        log.warning("webhook_items_skipped", count=len(batch.skipped), skipped=batch.skipped[:20])
     try:
         await request.app[INGEST].accept(batch)
     except DatabaseUnavailable as exc:

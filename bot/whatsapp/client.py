@@ -1,4 +1,5 @@
-"""Graph API client: text, reactions, mark-as-read with typing, media download; per-number rate limit."""
+"""Graph API client: text, interactive, template and reaction sends, mark-as-read with typing, media
+download and the WABA's template list; one rate limit per business number for every send."""
 
 from __future__ import annotations
 
@@ -15,6 +16,8 @@ from bot.domain.conversation import Address, SendError
 FINAL_CODES = {131047, 131026, 131051, 131052, 131053, 131008, 131009, 131030, 100, 190, 10, 200, 133010}
 # Throughput, spam-rate and pair-rate limits and Meta's own hiccups clear with time.
 RETRYABLE_CODES = {130429, 131056, 131048, 131000, 131016, 2, 4, 80007, 133004}
+TEMPLATE_FIELDS = "name,language,status,category,components"
+MAX_TEMPLATE_PAGES = 1000  # a WABA may have a few thousand templates; a cursor that never ends is a bug
 
 
 class GraphError(SendError):
@@ -41,7 +44,7 @@ def address_fields(to: Address) -> dict[str, str]:
     raise ValueError("a recipient needs a phone number or a business-scoped user id")
 
 
-Recipient = Address  # the name the Graph client's callers used
+Recipient = Address  # who a message goes to
 
 
 class TokenBucket:
@@ -61,6 +64,10 @@ class TokenBucket:
         self.tokens -= 1
         if self.tokens < 0:
             await asyncio.sleep(-self.tokens / self.rate)
+
+
+def _obj(value: Any) -> dict[str, Any]:
+    return value if isinstance(value, dict) else {}
 
 
 def classify(status: int, body: Any, retry_after: str | None) -> GraphError:
@@ -83,14 +90,6 @@ def classify(status: int, body: Any, retry_after: str | None) -> GraphError:
         except ValueError:
             delay = None
     return GraphError(message, code=code, http_status=status, retryable=retryable, retry_after=delay)
-
-
-def _wamid(data: Any) -> str:
-    try:
-        return str(data["messages"][0]["id"])
-    except (KeyError, IndexError, TypeError):
-        raise GraphError("the Graph API answered without a message id", code=None, http_status=200,
-                         retryable=False) from None
 
 
 class WhatsAppClient:
@@ -137,38 +136,36 @@ class WhatsAppClient:
                 f"could not reach the Graph API ({type(exc).__name__})", code=None, http_status=None, retryable=True
             ) from exc
 
+    async def _send(self, phone_number_id: str, to: Recipient, kind: str, content: dict[str, Any]) -> str:
+        """Post one message of `kind` (its object under the key of that name) and return the new wamid."""
+        body = {"messaging_product": "whatsapp", "recipient_type": "individual", **address_fields(to), "type": kind,
+                kind: content}
+        data = await self._post(phone_number_id, body)
+        try:
+            return str(data["messages"][0]["id"])
+        except (KeyError, IndexError, TypeError):
+            raise GraphError("the Graph API answered without a message id", code=None, http_status=200,
+                             retryable=False) from None
+
     async def send_text(self, phone_number_id: str, to: Recipient, text: str) -> str:
         """Send one text message (≤ 4096 characters); returns the new wamid."""
-        body = {
-            "messaging_product": "whatsapp",
-            "recipient_type": "individual",
-            **address_fields(to),
-            "type": "text",
-            "text": {"preview_url": False, "body": text},
-        }
-        return _wamid(await self._post(phone_number_id, body))
+        return await self._send(phone_number_id, to, "text", {"preview_url": False, "body": text})
 
-    async def send_body(self, phone_number_id: str, to: Address, kind: str, body: dict[str, Any]) -> str:
-        """Send an interactive or template message: `body` is the object under its type's key."""
-        data = await self._post(phone_number_id, {
-            "messaging_product": "whatsapp",
-            "recipient_type": "individual",
-            **address_fields(to),
-            "type": kind,
-            kind: body,
-        })
-        return _wamid(data)
+    async def send_interactive(self, phone_number_id: str, to: Recipient, body: dict[str, Any]) -> str:
+        """Send reply buttons or a list: `body` is the `interactive` object (see bot.whatsapp.interactive)."""
+        return await self._send(phone_number_id, to, "interactive", body)
+
+    async def send_template(self, phone_number_id: str, to: Recipient, name: str, language: str,
+                            components: list[dict[str, Any]]) -> str:
+        """Send an approved template; `components` fill its variables (see bot.whatsapp.templates)."""
+        template: dict[str, Any] = {"name": name, "language": {"code": language}}
+        if components:  # a template without variables is sent without the key, as Meta's examples do
+            template["components"] = components
+        return await self._send(phone_number_id, to, "template", template)
 
     async def send_reaction(self, phone_number_id: str, to: Recipient, message_id: str, emoji: str) -> None:
         """React to a customer's message; an empty emoji removes the reaction."""
-        body = {
-            "messaging_product": "whatsapp",
-            "recipient_type": "individual",
-            **address_fields(to),
-            "type": "reaction",
-            "reaction": {"message_id": message_id, "emoji": emoji},
-        }
-        await self._post(phone_number_id, body)
+        await self._send(phone_number_id, to, "reaction", {"message_id": message_id, "emoji": emoji})
 
     async def mark_read(self, phone_number_id: str, message_id: str, *, typing: bool = True) -> None:
         """Mark a customer's message as read, showing the typing indicator until the reply."""
@@ -177,22 +174,51 @@ class WhatsAppClient:
             body["typing_indicator"] = {"type": "text"}
         await self._post(phone_number_id, body, rate_limited=False)
 
-    async def media_url(self, media_id: str) -> dict[str, Any]:
-        """Look up a media id: {url, mime_type, file_size, ...}."""
+    async def _get(self, url: str, what: str, params: dict[str, str] | None = None) -> Any:
+        """GET a Graph object as JSON; `what` names the call in errors ("media lookup", "template list")."""
         try:
-            async with self._session.get(
-                f"{self._api_base}/{media_id}", headers=self._headers(), timeout=self._timeout
-            ) as resp:
+            async with self._session.get(url, params=params, headers=self._headers(), timeout=self._timeout) as resp:
                 data = orjson.loads(await resp.read() or b"{}")
                 if resp.status >= 400:
                     raise classify(resp.status, data, resp.headers.get("Retry-After"))
-                if not isinstance(data, dict) or "url" not in data:
-                    raise GraphError("media lookup answered without a url", code=None, http_status=resp.status,
-                                     retryable=False)
                 return data
         except (TimeoutError, aiohttp.ClientError, orjson.JSONDecodeError) as exc:
-            raise GraphError(f"media lookup failed ({type(exc).__name__})", code=None, http_status=None,
+            raise GraphError(f"{what} failed ({type(exc).__name__})", code=None, http_status=None,
                              retryable=True) from exc
+
+    async def media_url(self, media_id: str) -> dict[str, Any]:
+        """Look up a media id: {url, mime_type, file_size, ...}."""
+        data = await self._get(f"{self._api_base}/{media_id}", "media lookup")
+        if not isinstance(data, dict) or "url" not in data:
+            raise GraphError("media lookup answered without a url", code=None, http_status=200, retryable=False)
+        return data
+
+    async def list_templates(self, waba_id: str, *, page_size: int = 100) -> list[dict[str, Any]]:
+        """Every message template of the WhatsApp Business Account, following the cursor pages to the end.
+
+        The next page is asked for by its `after` cursor on our own API base, never by fetching
+        `paging.next` as given: that URL would get the bearer token wherever it pointed.
+        """
+        url = f"{self._api_base}/{waba_id}/message_templates"
+        params = {"limit": str(page_size), "fields": TEMPLATE_FIELDS}
+        templates: list[dict[str, Any]] = []
+        seen: set[str] = set()
+        for _ in range(MAX_TEMPLATE_PAGES):
+            page = _obj(await self._get(url, "template list", params))
+            data = page.get("data")
+            if not isinstance(data, list):
+                raise GraphError("the template list answered without data", code=None, http_status=200,
+                                 retryable=False)
+            templates += [t for t in data if isinstance(t, dict)]
+            paging = _obj(page.get("paging"))
+            after = _obj(paging.get("cursors")).get("after")
+            # Graph leaves out `next` on the last page (the `after` cursor may still be there).
+            if not paging.get("next") or not isinstance(after, str) or not after or after in seen:
+                return templates
+            seen.add(after)
+            params = {**params, "after": after}
+        raise GraphError(f"the template list has more than {MAX_TEMPLATE_PAGES} pages", code=None,
+                         http_status=200, retryable=False)
 
     async def download(self, url: str, *, max_bytes: int) -> bytes:
         """Download media with the bearer token, refusing anything larger than max_bytes."""

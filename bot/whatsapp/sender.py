@@ -14,9 +14,13 @@ class WhatsAppChannel:
 
     async def send(self, key: ConversationKey, to: Address, message: OutboundMessage) -> str:
         """Post one message; returns its wamid (raises GraphError)."""
-        if message.kind == "text" or message.body is None:
-            return await self.client.send_text(key.business, to, message.text)
-        return await self.client.send_body(key.business, to, message.kind, message.body)
+        if message.kind == "interactive" and message.body is not None:
+            return await self.client.send_interactive(key.business, to, message.body)
+        if message.kind == "template" and message.body is not None:
+            body = message.body
+            return await self.client.send_template(key.business, to, str(body["name"]),
+                                                   str(body["language"]["code"]), list(body.get("components", [])))
+        return await self.client.send_text(key.business, to, message.text)
 
     async def typing(self, key: ConversationKey, to: Address, reply_to: str) -> None:
         """Mark the customer's message read, with the typing indicator until the reply."""

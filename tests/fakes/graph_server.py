@@ -1,7 +1,8 @@
-"""A fake WhatsApp Cloud API (Graph) server: message sends, read marks, media URLs and downloads."""
+"""A fake WhatsApp Cloud API (Graph) server: message sends, read marks, media, and the WABA's templates."""
 
 from __future__ import annotations
 
+import base64
 import hashlib
 import secrets
 from collections import deque
@@ -11,9 +12,18 @@ from typing import Any
 from aiohttp import web
 
 from .base import FakeServer, json_response, parse_json, parse_multipart
+from .graph_shapes import check_interactive, check_template
 
 API_VERSION = "v23.0"
 TEXT_BODY_LIMIT = 4096
+ERROR_TITLES = {
+    100: "Invalid parameter",
+    131009: "Parameter value is not valid",
+    132000: "Number of parameters does not match the expected number of params",
+    132001: "Template name does not exist in the translation",
+    132015: "Template is Paused",
+    132016: "Template is Disabled",
+}
 RE_ENGAGEMENT_DETAILS = (
     "Message failed to send because more than 24 hours have passed since the customer last replied to this number."
 )
@@ -69,7 +79,11 @@ def graph_error(
 
 
 class FakeGraph(FakeServer):
-    """Fake Graph API for WhatsApp: records sends in `sent`, read marks in `read_marks`, serves `media`."""
+    """Fake Graph API for WhatsApp: records sends in `sent`, read marks in `read_marks`, serves `media`.
+
+    `templates` are the WABA's message templates, in the shape of Meta's `data[]` items (see
+    `add_template`), served `templates_page_size` at a time; template sends are checked against them.
+    """
 
     def __init__(self, *, seed: int = 0, api_version: str = API_VERSION) -> None:
         """Empty state; the bearer token defaults to `wa-test-token`."""
@@ -86,8 +100,12 @@ class FakeGraph(FakeServer):
         self.media: dict[str, tuple[bytes, str]] = {}
         self.media_downloads: list[str] = []
         self.uploaded_media: list[str] = []
+        self.waba_id: str | None = None
+        self.templates: list[dict[str, Any]] = []
+        self.templates_page_size = 2
         self._wamid_counter = 0
         self._media_counter = 0
+        self._template_counter = 0
 
     @property
     def base_url(self) -> str:
@@ -106,6 +124,32 @@ class FakeGraph(FakeServer):
             for m in self.sent
             if m.get("type") == "text" and recipient in (m.get("to"), m.get("recipient"))
         ]
+
+    def interactives(self) -> list[dict[str, Any]]:
+        """The `interactive` objects of the successful interactive sends, in order."""
+        return [dict(m["interactive"]) for m in self.sent if m.get("type") == "interactive"]
+
+    def templates_sent(self) -> list[dict[str, Any]]:
+        """The `template` objects of the successful template sends, in order."""
+        return [dict(m["template"]) for m in self.sent if m.get("type") == "template"]
+
+    def add_template(self, name: str, language: str, body: str, *, status: str = "APPROVED",
+                     category: str = "UTILITY", header: str | None = None, footer: str | None = None,
+                     buttons: list[dict[str, Any]] | None = None) -> dict[str, Any]:
+        """Add a template shaped like Meta's list items (`components` with upper-case types); returns it."""
+        self._template_counter += 1
+        components: list[dict[str, Any]] = []
+        if header is not None:
+            components.append({"type": "HEADER", "format": "TEXT", "text": header})
+        components.append({"type": "BODY", "text": body})
+        if footer is not None:
+            components.append({"type": "FOOTER", "text": footer})
+        if buttons:
+            components.append({"type": "BUTTONS", "buttons": buttons})
+        template = {"name": name, "language": language, "status": status, "category": category,
+                    "components": components, "id": str(1000000000000100 + self._template_counter)}
+        self.templates.append(template)
+        return template
 
     def reactions(self) -> list[dict[str, Any]]:
         """The `reaction` objects (`{message_id, emoji}`) of the successful reaction sends, in order."""
@@ -131,6 +175,7 @@ class FakeGraph(FakeServer):
         version = self.api_version
         app.router.add_post(f"/{version}/{{phone_number_id}}/messages", self._messages)
         app.router.add_post(f"/{version}/{{phone_number_id}}/media", self._upload_media)
+        app.router.add_get(f"/{version}/{{waba_id}}/message_templates", self._message_templates)
         app.router.add_get(f"/{version}/{{media_id}}", self._media_url)
         app.router.add_get("/download/{media_id}", self._download)
 
@@ -181,21 +226,11 @@ class FakeGraph(FakeServer):
         attempt = dict(record)
         self.attempts.append(attempt)
         to, recipient = record.get("to"), record.get("recipient")
-        invalid: str | None = None
-        if not to and not recipient:
-            invalid = "The parameter to is required."
-        elif not record.get("type"):
-            invalid = "The parameter type is required."
-        elif record["type"] == "text":
-            text = record.get("text")
-            body = text.get("body") if isinstance(text, dict) else None
-            if not isinstance(body, str) or not body:
-                invalid = "The parameter text['body'] is required."
-            elif len(body) > TEXT_BODY_LIMIT:
-                invalid = f"Param text['body'] must be at most {TEXT_BODY_LIMIT} characters long."
+        invalid = self._invalid(record)
         if invalid is not None:
             attempt["outcome"] = "invalid"
-            return graph_error(400, 100, "Invalid parameter", details=invalid)
+            http_status, code, details = invalid
+            return graph_error(http_status, code, ERROR_TITLES[code], details=details)
         if self.hang_next > 0:
             self.hang_next -= 1
             attempt["outcome"] = "hang"
@@ -221,6 +256,54 @@ class FakeGraph(FakeServer):
         else:
             contact["user_id"] = recipient
         return json_response({"messaging_product": "whatsapp", "contacts": [contact], "messages": [{"id": wamid}]})
+
+    def _invalid(self, record: dict[str, Any]) -> tuple[int, int, str] | None:
+        """(HTTP status, Graph code, details) for a send Meta would refuse, else None."""
+        kind = record.get("type")
+        if not record.get("to") and not record.get("recipient"):
+            return 400, 100, "The parameter to is required."
+        if not kind:
+            return 400, 100, "The parameter type is required."
+        if kind == "text":
+            text = record.get("text")
+            body = text.get("body") if isinstance(text, dict) else None
+            if not isinstance(body, str) or not body:
+                return 400, 100, "The parameter text['body'] is required."
+            if len(body) > TEXT_BODY_LIMIT:
+                return 400, 100, f"Param text['body'] must be at most {TEXT_BODY_LIMIT} characters long."
+        if kind == "interactive":
+            problem = check_interactive(record.get("interactive"))
+            return None if problem is None else (400, *problem)
+        if kind == "template":
+            return check_template(record.get("template"), self.templates)
+        return None
+
+    async def _message_templates(self, request: web.Request) -> web.StreamResponse:
+        """`GET /{version}/{waba_id}/message_templates?limit=&fields=&after=`: cursor pages of `templates`."""
+        await self.apply_latency()
+        waba_id = request.match_info["waba_id"]
+        if self.waba_id is not None and waba_id != self.waba_id:
+            return self._unknown_object(waba_id, "get")
+        try:
+            limit = int(request.query.get("limit", "25"))
+            start = int(base64.urlsafe_b64decode(request.query["after"]).decode()) if "after" in request.query else 0
+        except (ValueError, UnicodeDecodeError):
+            return graph_error(400, 100, "Invalid parameter", details="limit or after is not valid.")
+        size = max(1, min(limit, self.templates_page_size))
+        fields = [f for f in request.query.get("fields", "").split(",") if f]
+        page = self.templates[start : start + size]
+        data = [{k: v for k, v in t.items() if not fields or k in fields or k == "id"} for t in page]
+
+        def cursor(index: int) -> str:
+            return base64.urlsafe_b64encode(str(index).encode()).decode()
+
+        body: dict[str, Any] = {"data": data}
+        if page:
+            body["paging"] = {"cursors": {"before": cursor(start), "after": cursor(start + len(page))}}
+            if start + len(page) < len(self.templates):
+                query = {**request.query, "after": cursor(start + len(page))}
+                body["paging"]["next"] = str(request.url.with_query(query))
+        return json_response(body)
 
     async def _upload_media(self, request: web.Request) -> web.StreamResponse:
         """`POST /{version}/{phone_number_id}/media` (multipart: file, type, messaging_product) -> `{id}`."""

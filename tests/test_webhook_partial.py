@@ -1,0 +1,29 @@
+"""The webhook keeps what it can read of a POST: a malformed change costs only itself."""
+
+from __future__ import annotations
+
+from aiohttp.test_utils import TestClient
+
+from tests.conftest import post_webhook
+from tests.fakes.meta import load_sample
+from tests.helpers import inbox_statuses
+
+
+async def test_a_change_without_metadata_does_not_lose_the_valid_message(client: TestClient) -> None:
+    resp = await post_webhook(client, load_sample("mixed_missing_metadata"))
+    assert resp.status == 200, await resp.text()
+    stored = await inbox_statuses(client)
+    assert "wamid.TEST_IN_MIXED_0001" in stored
+    assert "wamid.TEST_IN_MIXED_0002" not in stored
+
+
+async def test_a_template_status_update_alone_is_acknowledged(client: TestClient) -> None:
+    resp = await post_webhook(client, load_sample("template_status_approved"))
+    assert resp.status == 200, await resp.text()
+    assert await inbox_statuses(client) == {}
+
+
+async def test_a_sender_only_in_contacts_is_stored(client: TestClient) -> None:
+    resp = await post_webhook(client, load_sample("text_contact_user_id_only"))
+    assert resp.status == 200, await resp.text()
+    assert "wamid.TEST_IN_BSUID_0002" in await inbox_statuses(client)
