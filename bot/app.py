@@ -32,7 +32,7 @@ from bot.secrets import SecretBox
 from bot.settings import SettingsSource
 from bot.stored_settings import StoredSettings
 from bot.tools import ToolContext, ToolRegistry, context_for, load_tools
-from bot.web import api, auth, diagnostics, inbox, settings_page, webhooks
+from bot.web import api, auth, diagnostics, guards, inbox, settings_page, webhooks
 from bot.web import metrics as metrics_routes
 from bot.web import orders as order_pages
 from bot.web.access import Access
@@ -87,6 +87,8 @@ def build_app(
 
     app.on_shutdown.append(close_live_streams)
     app[TEMPLATES] = make_templates()
+    # Bodies that stall or cannot be decoded are refused first, before the sign-in check reads a form.
+    guards.install(app)
     # Default deny: every request passes the sign-in check before any handler (public routes excepted).
     app.middlewares.append(auth.auth_middleware)
     # Tools are discovered now, before any resource opens: a duplicate tool name stops start-up

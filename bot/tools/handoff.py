@@ -6,6 +6,7 @@ from typing import Any
 
 import structlog
 
+from bot.ai.privacy import mask_numbers
 from bot.texts import text as fixed_text
 from bot.tools.core import ToolContext, ToolError, tool
 
@@ -34,5 +35,5 @@ async def request_human(ctx: ToolContext, reason: str) -> dict[str, Any]:
         await ctx.handoff.hand_off(conv)
     else:
         await repos.conversations.pause(conv.id, until=None, needs_human=True)
-    log.info("handoff_by_model", reason=reason[:200])
+    log.info("handoff_by_model", reason=mask_numbers(reason[:200]))
     return {"handed_over": True, "note": "A person will answer; the customer has been told. Add nothing."}

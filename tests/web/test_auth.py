@@ -198,17 +198,43 @@ def test_throttle_window_slides() -> None:
     throttle = LoginThrottle(limit=5, window_seconds=60, clock=lambda: now[0])
     for i in range(5):
         now[0] = 1000.0 + i
-        assert throttle.retry_after("10.0.0.1") == 0
-        throttle.failed("10.0.0.1")
-    assert throttle.retry_after("10.0.0.1") == pytest.approx(56.0)
-    assert throttle.retry_after("10.0.0.2") == 0  # per IP
+        assert throttle.retry_after("10.0.0.1", "admin") == 0
+        throttle.reserve("10.0.0.1", "admin")
+    assert throttle.retry_after("10.0.0.1", "someone") == pytest.approx(56.0)  # per IP, whatever the name
+    assert throttle.retry_after("10.0.0.2", "other") == 0
     now[0] = 1060.5
-    assert throttle.retry_after("10.0.0.1") == 0
-    throttle.succeeded("10.0.0.1")
-    small = LoginThrottle(limit=1, max_ips=3, clock=lambda: now[0])
+    assert throttle.retry_after("10.0.0.1", "admin") == 0
+    small = LoginThrottle(limit=1, max_keys=3, clock=lambda: now[0])
     for i in range(10):
-        small.failed(f"10.1.0.{i}")
-    assert len(small._failures) <= 3
+        small.reserve(f"10.1.0.{i}", f"user{i}")
+    assert len(small._by_ip) <= 3 and len(small._by_user) <= 3
+
+
+def test_throttle_counts_per_username_across_ips_and_a_success_clears_only_its_own() -> None:
+    now = [1000.0]
+    throttle = LoginThrottle(limit=5, user_limit=10, window_seconds=60, clock=lambda: now[0])
+    for i in range(10):  # ten addresses, two guesses each at admin: the username's limit is reached
+        throttle.reserve(f"10.0.0.{i}", "Admin")
+    assert throttle.retry_after("10.9.9.9", "admin") > 0  # names compare case-insensitively
+    assert throttle.retry_after("10.9.9.9", "maria") == 0
+    # From one IP: four wrong guesses at admin, then a right password for eve's own account.
+    mixed = LoginThrottle(limit=5, clock=lambda: now[0])
+    for _ in range(4):
+        mixed.reserve("10.0.0.1", "admin")
+    mixed.succeeded(mixed.reserve("10.0.0.1", "eve"))
+    mixed.reserve("10.0.0.1", "admin")
+    assert mixed.retry_after("10.0.0.1", "admin") > 0, "eve's success must not clear the guesses at admin"
+    # The user's own typos from this IP are forgiven by their correct password, and no one else's.
+    own = LoginThrottle(limit=5, clock=lambda: now[0])
+    for _ in range(3):
+        own.reserve("10.0.0.1", "maria")
+    own.reserve("10.0.0.1", "admin")
+    own.succeeded(own.reserve("10.0.0.1", "maria"))
+    for _ in range(3):
+        own.reserve("10.0.0.1", "maria")
+    assert own.retry_after("10.0.0.1", "maria") == 0  # 1 (admin) + 3 new ones: under the limit
+    own.reserve("10.0.0.1", "maria")
+    assert own.retry_after("10.0.0.1", "maria") > 0
 
 
 def test_client_ip_trusts_forwarded_for_only_from_trusted_proxies() -> None:
