@@ -34,10 +34,12 @@ _EXTRA_SEPARATORS = frozenset(
     "\u2212\u02d7\u00b7\u2027\u2022\u2219\u22c5\u2e31\u30fb\uff65\u2043\u066b\u066c\u060c\u3001\uff64"
 )
 _FOLDED_SEPARATOR = " "
-_SEP = f"[{_ASCII_SEPARATORS}]*"
-# A run of digits with separators between them, with the + of an international number in front.
-_DIGIT_RUN = re.compile(rf"(?:\+{_SEP})?[0-9](?:{_SEP}[0-9])*")
+# A run of digits with separators between them. (It starts at a digit, which lets the regex engine
+# skip ahead; a + written before it is looked for only when a run is long enough to matter.)
+_DIGIT_RUN = re.compile(rf"[0-9](?:[{_ASCII_SEPARATORS}]*[0-9])*")
+_PLUS_BEFORE = re.compile(rf"\+[{_ASCII_SEPARATORS}]*\Z")
 _NOT_DIGIT = re.compile(r"[^0-9]")
+_NON_ASCII = re.compile(r"[^\x00-\x7f]")
 
 
 def _fold_char(ch: str) -> str:
@@ -80,7 +82,10 @@ def fold(text: str) -> tuple[str, list[int] | None]:
     """
     if text.isascii():
         return text, None
-    folded = text.translate(_FOLD_TABLE)
+    table = _FOLD_TABLE
+    if all(table[ord(ch)] == ch for ch in set(_NON_ASCII.findall(text))):
+        return text, None  # accents and other scripts' letters, but no digits or separators among them
+    folded = text.translate(table)
     if len(folded) == len(text):
         return folded, None
     # Some character became several (NFKC: ㉝ is 33, ½ is 1⁄2): map each back to its original.
@@ -111,37 +116,44 @@ def _runs(folded: str) -> Iterable[tuple[str, list[int]]]:
         run = match.group()
         if len(run) < MIN_TAIL:
             continue
-        positions = [match.start() + i for i, ch in enumerate(run) if "0" <= ch <= "9"]
+        start = match.start()
+        positions = [start + i for i, ch in enumerate(run) if "0" <= ch <= "9"]
         if len(positions) < MIN_TAIL:
             continue
-        if run[0] == "+":
-            positions.insert(0, match.start())
+        plus = _PLUS_BEFORE.search(folded, max(0, start - 20), start)
+        if plus is not None:
+            run = folded[plus.start():start] + run
+            positions.insert(0, plus.start())
         yield run, positions
 
 
-def _number_spans(digits: str, run_digits: str) -> Iterable[tuple[int, int]]:
+def _number_spans(digits: str, run_digits: str, group_start: list[bool]) -> Iterable[tuple[int, int]]:
     """Where `digits` (a customer's number) or a tail of 7+ of its digits occurs in a run's digits.
 
-    Yields [start, end) indexes into `run_digits`. A match that holds the national part (the number
-    without a 1-3 digit country code) also takes the trunk 0, a country code written before it as in
-    +44 (0) 7911..., and an international 00 prefix.
+    Yields [start, end) indexes into `run_digits`; `group_start[i]` says whether digit i begins a
+    group (nothing, or a separator, before it). Of overlapping occurrences the last is taken: a
+    number ends where its digits end. A match that holds the national part (the number without a
+    1-3 digit country code) also takes a trunk 0 that begins a group (0333..., (0) 333...), a country
+    code before that (+44 (0) 7911...), and an international 00 prefix.
     """
     tail = digits[-MIN_TAIL:]
     n = len(digits)
     at = run_digits.find(tail)
     while at >= 0:
+        while 0 <= (later := run_digits.find(tail, at + 1)) < at + MIN_TAIL:
+            at = later
         end = at + MIN_TAIL
         start = at
         while start > 0 and end - start < n and run_digits[start - 1] == digits[n - (end - start) - 1]:
             start -= 1
-        matched = end - start
-        if matched >= n - 3:
-            country = digits[: n - matched]
-            if country and run_digits[start - 1 : start] == "0":
+        if end - start >= n - 3:
+            country = digits[: n - (end - start)]
+            if country and start >= 1 and run_digits[start - 1] == "0" and group_start[start - 1]:
                 start -= 1
-                if run_digits[max(0, start - len(country)) : start] == country:
-                    start -= len(country)
-            if run_digits[max(0, start - 2) : start] == "00":
+                before = start - len(country)
+                if before >= 0 and run_digits[before:start] == country and group_start[before]:
+                    start = before
+            if start >= 2 and run_digits[start - 2 : start] == "00" and group_start[start - 2]:
                 start -= 2
         yield start, end
         at = run_digits.find(tail, end)
@@ -154,8 +166,10 @@ def _spans(folded: str, numbers: tuple[str, ...]) -> list[tuple[int, int]]:
         plus = run[0] == "+"
         digit_positions = positions[1:] if plus else positions
         run_digits = "".join(folded[p] for p in digit_positions)
+        group_start = [i == 0 or digit_positions[i] - digit_positions[i - 1] > 1
+                       for i in range(len(digit_positions))]
         for digits in numbers:
-            for start, end in _number_spans(digits, run_digits):
+            for start, end in _number_spans(digits, run_digits, group_start):
                 first = positions[0] if plus and start == 0 else digit_positions[start]
                 spans.append((first, digit_positions[end - 1] + 1))
     return spans

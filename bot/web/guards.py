@@ -60,6 +60,17 @@ def _refuse(status: int, message: str) -> web.Response:
     return web.json_response({"error": message}, status=status)
 
 
+def _give_up(request: web.Request, status: int, message: str) -> web.Response:
+    """Refuse a request whose body cannot be read, and close its connection after the answer."""
+    # Marked as ended: otherwise aiohttp would try to read (and drain) the broken body once more
+    # after the answer and log the same failure again as an unhandled error. Whatever of it is still
+    # on the way, nobody will read, so the connection must not be used again.
+    request.content.feed_eof()
+    response = _refuse(status, message)
+    response.force_close()
+    return response
+
+
 @web.middleware
 async def body_guard(request: web.Request, handler: Handler) -> web.StreamResponse:
     """Refuse bodies that cannot be decoded (415, 400) or that stall (408), before any handler sees them."""
@@ -75,11 +86,11 @@ async def body_guard(request: web.Request, handler: Handler) -> web.StreamRespon
     try:
         return await handler(request)
     except BodyTimeout:
-        return _refuse(408, f"the request body did not arrive within {timeout:g} seconds")
+        return _give_up(request, 408, f"the request body did not arrive within {timeout:g} seconds")
     except web.RequestPayloadError:
         # aiohttp found the body broken: not the gzip/deflate it claimed to be, or cut short.
         what = f"it is not valid {encoding} data" if encoding not in ("", "identity") else "it was cut short"
-        return _refuse(400, f"the request body could not be read: {what}")
+        return _give_up(request, 400, f"the request body could not be read: {what}")
     finally:
         watch.cancel()
 

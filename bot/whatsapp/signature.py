@@ -6,7 +6,7 @@ import hashlib
 import hmac
 import re
 
-# "sha256=" and 64 lower-case hex digits, as Meta sends it; anything else (other bytes, other lengths) is not a signature.
+# "sha256=" and 64 lower-case hex digits, as Meta sends it; anything else is not a signature.
 _WELL_FORMED = re.compile(r"sha256=[0-9a-f]{64}")
 
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import re
 import time
 from pathlib import Path
@@ -191,6 +192,58 @@ async def test_sign_in_is_throttled_after_five_failures_per_ip(client: TestClien
     assert resp.status == 429
     failures = await repos_of(client).audit.recent(action="sign_in_failed")
     assert len(failures) == 5 and failures[0]["ip"] == "127.0.0.1"
+
+
+async def _login_token(client: TestClient) -> str:
+    page = await client.get("/login")
+    token = re.search(r'name="csrf_token" value="([^"]*)"', await page.text())
+    assert token
+    return token.group(1)
+
+
+async def test_wrong_passwords_sent_all_at_once_are_all_counted(client: TestClient) -> None:
+    # The attempt is counted before the slow password hash: 50 at once cannot all slip past the limit.
+    token = await _login_token(client)
+
+    async def attempt() -> int:
+        form = {"username": "admin", "password": "wrong-password", "csrf_token": token}
+        async with client.post("/login", data=form, allow_redirects=False) as resp:
+            return resp.status
+
+    statuses = await asyncio.gather(*(attempt() for _ in range(50)))
+    assert statuses.count(401) == 5 and statuses.count(429) == 45, statuses
+    assert len(await repos_of(client).audit.recent(action="sign_in_failed")) == 5
+
+
+async def test_signing_in_to_your_own_account_buys_no_guesses_at_the_admins(client: TestClient) -> None:
+    await client.app[ACCESS].add_user("eve", "operator", "eve-own-password")  # type: ignore[index]
+    guesses: list[int] = []
+    for _ in range(3):  # 4 wrong admin passwords, 1 right one for eve, again and again
+        for _ in range(4):
+            guesses.append((await sign_in(client, "admin", "guess-at-admin")).status)
+        resp = await sign_in(client, "eve", "eve-own-password")
+        assert resp.status in (303, 429)
+        await client.post("/logout", data={"csrf_token": "x"})
+    assert guesses.count(401) == 5 and 429 in guesses, guesses
+    resp = await sign_in(client, "admin", "guess-at-admin")
+    assert resp.status == 429 and int(resp.headers["Retry-After"]) > 0
+
+
+async def test_an_unknown_user_and_a_wrong_password_look_the_same(make_client: ClientFactory) -> None:
+    client = await make_client(trusted_proxies=("127.0.0.1",))
+    answers = []
+    for n, username in enumerate(["admin", "nobody-here", "admin", "nobody-here"]):
+        started = time.perf_counter()
+        # Each from its own address, so the throttle does not come into it.
+        resp = await sign_in(client, username, "not-the-password", headers={"X-Forwarded-For": f"203.0.113.{n}"})
+        body = (await resp.text()).replace(f'name="username" value="{username}"', 'name="username" value=""')
+        answers.append((username, resp.status, body, time.perf_counter() - started))
+    known = [a for a in answers if a[0] == "admin"]
+    unknown = [a for a in answers if a[0] != "admin"]
+    assert {a[1] for a in answers} == {401}
+    assert {a[2] for a in answers} == {known[0][2]}, "the page must not tell which usernames exist"
+    # An unknown name still costs a password hash (about 0.1 s), not a quick database miss.
+    assert min(a[3] for a in unknown) > 0.4 * min(a[3] for a in known)
 
 
 def test_throttle_window_slides() -> None:
