@@ -75,10 +75,3 @@ async def test_a_bad_secret_key_is_a_configuration_error_not_a_traceback(
     assert code == 2, stderr
     assert "configuration error: BOT_SECRET_KEY must be a Fernet key" in stderr
     assert "Traceback" not in stderr
-    # A key file that is not a key: the same kind of message, naming the file.
-    key_file = tmp_path / "data" / "secret.key"
-    key_file.write_text("not a key\n")
-    code, stderr = await _run_py(tmp_path, server_env(fake_openai, fake_graph))
-    assert code == 2, stderr
-    assert f"configuration error: {key_file} does not hold a valid key" in stderr
-    assert "Traceback" not in stderr

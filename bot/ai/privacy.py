@@ -37,7 +37,7 @@ _FOLDED_SEPARATOR = " "
 # A run of digits with separators between them. (It starts at a digit, which lets the regex engine
 # skip ahead; a + written before it is looked for only when a run is long enough to matter.)
 _DIGIT_RUN = re.compile(rf"[0-9](?:[{_ASCII_SEPARATORS}]*[0-9])*")
-_PLUS_BEFORE = re.compile(rf"\+[{_ASCII_SEPARATORS}]*\Z")
+_ONLY_SEPARATORS = re.compile(rf"[{_ASCII_SEPARATORS}]*")
 _NOT_DIGIT = re.compile(r"[^0-9]")
 _NON_ASCII = re.compile(r"[^\x00-\x7f]")
 
@@ -89,7 +89,7 @@ def fold(text: str) -> tuple[str, list[int] | None]:
     if len(folded) == len(text):
         return folded, None
     # Some character became several (NFKC: ㉝ is 33, ½ is 1⁄2): map each back to its original.
-    parts = [_FOLD_TABLE[ord(ch)] for ch in text]
+    parts = [table[ord(ch)] for ch in text]
     return folded, [i for i, part in enumerate(parts) for _ in part]
 
 
@@ -120,22 +120,27 @@ def _runs(folded: str) -> Iterable[tuple[str, list[int]]]:
         positions = [start + i for i, ch in enumerate(run) if "0" <= ch <= "9"]
         if len(positions) < MIN_TAIL:
             continue
-        plus = _PLUS_BEFORE.search(folded, max(0, start - 20), start)
-        if plus is not None:
-            run = folded[plus.start():start] + run
-            positions.insert(0, plus.start())
+        plus = folded.rfind("+", max(0, start - 20), start)
+        if plus >= 0 and _ONLY_SEPARATORS.fullmatch(folded, plus + 1, start):
+            run = folded[plus:start] + run
+            positions.insert(0, plus)
         yield run, positions
 
 
-def _number_spans(digits: str, run_digits: str, group_start: list[bool]) -> Iterable[tuple[int, int]]:
+def _number_spans(digits: str, run_digits: str, positions: list[int]) -> Iterable[tuple[int, int]]:
     """Where `digits` (a customer's number) or a tail of 7+ of its digits occurs in a run's digits.
 
-    Yields [start, end) indexes into `run_digits`; `group_start[i]` says whether digit i begins a
-    group (nothing, or a separator, before it). Of overlapping occurrences the last is taken: a
-    number ends where its digits end. A match that holds the national part (the number without a
-    1-3 digit country code) also takes a trunk 0 that begins a group (0333..., (0) 333...), a country
-    code before that (+44 (0) 7911...), and an international 00 prefix.
+    Yields [start, end) indexes into `run_digits`, whose digits stand at `positions` of the text (so
+    a gap between two positions is a separator, and the digit after it begins a group). Of
+    overlapping occurrences the last is taken: a number ends where its digits end. A match that
+    holds the national part (the number without a 1-3 digit country code) also takes a trunk 0 that
+    begins a group (0333..., (0) 333...), a country code before that (+44 (0) 7911...), and an
+    international 00 prefix.
     """
+
+    def group_start(i: int) -> bool:
+        return i == 0 or positions[i] - positions[i - 1] > 1
+
     tail = digits[-MIN_TAIL:]
     n = len(digits)
     at = run_digits.find(tail)
@@ -148,12 +153,12 @@ def _number_spans(digits: str, run_digits: str, group_start: list[bool]) -> Iter
             start -= 1
         if end - start >= n - 3:
             country = digits[: n - (end - start)]
-            if country and start >= 1 and run_digits[start - 1] == "0" and group_start[start - 1]:
+            if country and start >= 1 and run_digits[start - 1] == "0" and group_start(start - 1):
                 start -= 1
                 before = start - len(country)
-                if before >= 0 and run_digits[before:start] == country and group_start[before]:
+                if before >= 0 and run_digits[before:start] == country and group_start(before):
                     start = before
-            if start >= 2 and run_digits[start - 2 : start] == "00" and group_start[start - 2]:
+            if start >= 2 and run_digits[start - 2 : start] == "00" and group_start(start - 2):
                 start -= 2
         yield start, end
         at = run_digits.find(tail, end)
@@ -165,11 +170,9 @@ def _spans(folded: str, numbers: tuple[str, ...]) -> list[tuple[int, int]]:
     for run, positions in _runs(folded):
         plus = run[0] == "+"
         digit_positions = positions[1:] if plus else positions
-        run_digits = "".join(folded[p] for p in digit_positions)
-        group_start = [i == 0 or digit_positions[i] - digit_positions[i - 1] > 1
-                       for i in range(len(digit_positions))]
+        run_digits = _NOT_DIGIT.sub("", run)
         for digits in numbers:
-            for start, end in _number_spans(digits, run_digits, group_start):
+            for start, end in _number_spans(digits, run_digits, digit_positions):
                 first = positions[0] if plus and start == 0 else digit_positions[start]
                 spans.append((first, digit_positions[end - 1] + 1))
     return spans
