@@ -43,7 +43,7 @@ from bot.persistence.database import Database
 from bot.secrets import SecretBox
 from bot.stored_settings import StoredSettings
 from bot.tools import ToolContext, TurnActions, load_tools
-from bot.web import api, auth, diagnostics, inbox, settings_page, webhooks
+from bot.web import api, auth, diagnostics, guards, inbox, settings_page, webhooks
 from bot.web import metrics as metrics_routes
 from bot.web import orders as order_pages
 from bot.web.access import Access
@@ -238,6 +238,8 @@ def build_app(config: Config) -> web.Application:
     # Tools are discovered now, before any resource opens: a duplicate tool name stops start-up here.
     # They reach the database only through the ToolContext of each turn.
     app[TOOLS] = load_tools(config)
+    # Bodies that stall or cannot be decoded are refused first, before the sign-in check reads a form.
+    guards.install(app)
     # Default deny: every request passes the sign-in check before any handler (public routes excepted).
     app.middlewares.append(auth.auth_middleware)
     app.on_shutdown.append(close_live_streams)

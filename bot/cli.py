@@ -51,14 +51,32 @@ def tune_gc() -> None:
     gc.set_threshold(10_000, 10, 1_000)
 
 
+async def start_server(app: web.Application, config: Config) -> web.AppRunner:
+    """Open the app's resources and listen on config.host:port; the caller cleans the runner up.
+
+    aiohttp 3.14 has no timeout of its own for a request head that arrives slowly, but its keep-alive
+    timer does the job: armed when a connection opens and after each answer, never extended by the
+    bytes of an unfinished head, it closes any connection still without a whole head when it fires.
+    So the keep-alive timeout is the header timeout, and an idle kept-alive connection is closed after
+    the same time (Apache and Node.js default to 5 s). Bodies are bounded in bot/web/guards.py.
+    """
+    runner = web.AppRunner(app, handle_signals=False, access_log=None,
+                           keepalive_timeout=config.header_timeout_seconds,
+                           max_line_size=8190, max_field_size=8190)
+    try:
+        await runner.setup()
+        await web.TCPSite(runner, config.host, config.port).start()
+    except BaseException:
+        # Closes what the start-up opened (the database first of all) before the error is reported.
+        await runner.cleanup()
+        raise
+    return runner
+
+
 async def serve(config: Config) -> None:
     """Run until SIGTERM or SIGINT, then stop gracefully."""
-    app = build_app(config)
-    runner = web.AppRunner(app, handle_signals=False, access_log=None)
-    await runner.setup()
+    runner = await start_server(build_app(config), config)
     tune_gc()
-    site = web.TCPSite(runner, config.host, config.port)
-    await site.start()
     log.info("listening", url=f"http://{config.host}:{config.port}", data_dir=str(config.data_dir))
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
@@ -118,5 +136,9 @@ def main(argv: Sequence[str]) -> int:
     except ToolConfigError as exc:
         # e.g. two tools with one name: the message names both modules.
         print(f"tool configuration error: {exc}", file=sys.stderr)
+        return 2
+    except ConfigError as exc:
+        # Found while starting, e.g. a BOT_SECRET_KEY that is not a key: reported like any other setting.
+        print(f"configuration error: {exc}", file=sys.stderr)
         return 2
     return 0

@@ -107,6 +107,10 @@ class Config:
     max_tool_rounds: int = 8
     tool_timeout_seconds: float = 20.0
     shutdown_timeout_seconds: float = 10.0
+    # A client must send a whole request head within this many seconds of connecting (or of the last
+    # answer on a kept-alive connection), and its body may stall no longer than body_timeout_seconds.
+    header_timeout_seconds: float = 15.0
+    body_timeout_seconds: float = 30.0
     transcription_model: str = "gpt-4o-mini-transcribe"
     extra: Mapping[str, str] = field(default_factory=dict)
 
@@ -187,6 +191,8 @@ class Config:
             "BOT_OPENAI_TIMEOUT_SECONDS": "openai_timeout_seconds",
             "BOT_GRAPH_TIMEOUT_SECONDS": "graph_timeout_seconds",
             "BOT_TOOL_TIMEOUT_SECONDS": "tool_timeout_seconds",
+            "BOT_HEADER_TIMEOUT_SECONDS": "header_timeout_seconds",
+            "BOT_BODY_TIMEOUT_SECONDS": "body_timeout_seconds",
         }
         for env_name, attr in floats.items():
             if has(env_name):

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import time
 from collections.abc import Awaitable, Callable
 from typing import Any
@@ -108,3 +109,21 @@ async def sign_in(client: TestClient, username: str = "admin", password: str = "
     meta = re.search(r'<meta name="csrf-token" content="([^"]+)"', await inbox.text())
     assert meta is not None
     return meta.group(1)
+
+
+async def raw_http(client: TestClient, data: bytes, *, timeout: float = 10.0) -> int | None:
+    """Send bytes as they are (headers no HTTP client would write) and return the answer's status,
+    or None when the server closed the connection without one."""
+    server = client.server
+    reader, writer = await asyncio.open_connection(server.host, server.port)
+    try:
+        writer.write(data)
+        await writer.drain()
+        async with asyncio.timeout(timeout):
+            status_line = await reader.readline()
+    finally:
+        writer.close()
+        with contextlib.suppress(ConnectionError):
+            await writer.wait_closed()
+    parts = status_line.split()
+    return int(parts[1]) if len(parts) >= 2 and parts[1].isdigit() else None

@@ -7,6 +7,7 @@ is told so), and checks after every example that the server still answers /healt
 from __future__ import annotations
 
 import copy
+import gzip
 import io
 import re
 from collections.abc import Iterator
@@ -17,14 +18,15 @@ from urllib.parse import quote
 import orjson
 import pytest
 from aiohttp.test_utils import TestClient
-from hypothesis import HealthCheck, given, settings
+from hypothesis import HealthCheck, event, given, settings
 from hypothesis import strategies as st
 
 from bot.commands.import_products import parse_catalogue
 from bot.web.keys import REPOS
 from bot.whatsapp.events import PayloadError, WebhookBatch, parse_webhook
-from tests.conftest import API_TOKEN, APP_SECRET, post_webhook
+from tests.conftest import API_TOKEN, APP_SECRET, ClientFactory, post_webhook
 from tests.fakes.meta import load_sample_json, samples_dir, sign, text_message
+from tests.helpers import raw_http
 from tests.web.helpers import admin
 
 BEARER = {"Authorization": f"Bearer {API_TOKEN}"}
@@ -159,6 +161,46 @@ async def test_signed_random_bytes_never_get_5xx(client: TestClient, body: bytes
                              headers={"X-Hub-Signature-256": sign(body, APP_SECRET)})
     assert resp.status in (200, 400), (resp.status, await resp.text())
     await _still_healthy(client)
+
+
+# -- the webhook's headers --------------------------------------------------------------------------------------------
+# Header values as bytes (no CR or LF: those would end the header, which is a different test).
+header_bytes = st.binary(max_size=120).map(lambda b: b.replace(b"\r", b"").replace(b"\n", b""))
+signatures = st.one_of(header_bytes, st.just(b"VALID"), st.binary(min_size=71, max_size=71).map(
+    lambda b: b"sha256=" + b[7:].replace(b"\r", b"0").replace(b"\n", b"0")))
+content_types = st.one_of(header_bytes, st.sampled_from(
+    [b"application/json", b"text/plain", b"multipart/form-data", b"multipart/form-data; boundary=",
+     b"application/x-www-form-urlencoded", b"application/json; charset=\xff", b""]))
+encodings = st.one_of(header_bytes, st.sampled_from([b"", b"gzip", b"deflate", b"identity", b"br", b"zstd",
+                                                     b"GZIP", b"gzip, deflate", b"x-gzip"]))
+
+
+@pytest.fixture
+async def impatient_client(make_client: ClientFactory) -> TestClient:
+    """The app, giving up on a stalled request body after 0.2 s (one app for all of a test's examples)."""
+    return await make_client(body_timeout_seconds=0.2)
+
+
+@settings(max_examples=80, deadline=None, derandomize=True,
+          suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow])
+@given(body=st.one_of(st.just(orjson.dumps(text_message("wamid.HDR", CUSTOMER, "ciao"))), st.binary(max_size=300)),
+       signature=signatures, content_type=content_types, encoding=encodings,
+       length=st.sampled_from(["exact", "shorter", "longer", "absent"]), gzipped=st.booleans())
+async def test_webhook_headers_with_odd_bytes_never_get_5xx(
+    impatient_client: TestClient, body: bytes, signature: bytes, content_type: bytes, encoding: bytes,
+    length: str, gzipped: bool,
+) -> None:
+    sent = gzip.compress(body) if gzipped else body
+    declared = {"exact": len(sent), "shorter": len(sent) // 2, "longer": len(sent) + 50, "absent": None}[length]
+    lines = [b"POST /webhooks/whatsapp HTTP/1.1", b"Host: 127.0.0.1",
+             b"X-Hub-Signature-256: " + (sign(body, APP_SECRET).encode() if signature == b"VALID" else signature),
+             b"Content-Type: " + content_type, b"Content-Encoding: " + encoding]
+    if declared is not None:
+        lines.append(b"Content-Length: %d" % declared)
+    status = await raw_http(impatient_client, b"\r\n".join(lines) + b"\r\n\r\n" + sent)
+    event(f"status {status}")
+    assert status is None or 200 <= status < 500, status
+    await _still_healthy(impatient_client)
 
 
 # -- the JSON API ---------------------------------------------------------------------------------------------------

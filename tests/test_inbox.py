@@ -155,6 +155,9 @@ async def test_media_proxy_and_contacts(client: TestClient, fake_graph: FakeGrap
     assert image["media"].startswith("/api/media/")
     photo = await client.get(image["media"], headers=AUTH)
     assert photo.status == 200 and photo.content_type == "image/jpeg"
+    # The proxy's own caching stands (the /api/* default is no-store), and the file is never sniffed.
+    assert photo.headers["Cache-Control"] == "private, max-age=300"
+    assert photo.headers["X-Content-Type-Options"] == "nosniff"
     assert await photo.read() == b"\xff\xd8\xff\xe0photo"
     assert (await client.get("/api/media/999", headers=AUTH)).status == 404
     assert (await client.get(image["media"])).status == 401

@@ -19,11 +19,12 @@ from aiohttp.test_utils import TestClient
 from bot.commands.import_products import parse_catalogue
 from bot.web.auth import SESSION_COOKIE
 from bot.web.keys import ACCESS
-from tests.conftest import API_TOKEN, APP_SECRET, ClientFactory, post_webhook
+from tests.conftest import API_TOKEN, APP_SECRET, PHONE_NUMBER_ID, ClientFactory, post_webhook
 from tests.fakes.graph_server import FakeGraph
 from tests.fakes.meta import load_sample_json, sign, text_message
 from tests.fakes.openai_server import CallTools, FakeOpenAI, function_call_outputs
 from tests.helpers import repos_of, wait_handled
+from tests.leaks import leaked, request_texts
 from tests.reliability.harness import RunPy, server_env
 from tests.web.helpers import CATALOGUE, admin, csrf_in, indexed, make_pdf, sign_in, upload_pdf
 
@@ -176,13 +177,30 @@ async def test_operators_are_refused_every_admin_route(client: TestClient) -> No
     resp = await sign_in(client, "operatore", "a-long-operator-password")
     assert resp.status == 303
     csrf = csrf_in(await (await client.get("/inbox")).text())
-    admin_routes = [(m, p) for m, c, p in _routes(client.app)
-                    if c == "/settings" or c.startswith(("/settings/", "/api/settings"))]
-    assert len(admin_routes) >= 5
+    admin_routes = [(m, p) for m, c, p in _routes(client.app) if c in ("/settings", "/ai-diagnostics/reset-sessions")
+                    or c.startswith(("/settings/", "/api/settings"))]
+    assert len(admin_routes) >= 6
     for method, path in admin_routes:
         resp = await client.request(method, path, headers={"X-CSRF-Token": csrf}, allow_redirects=False)
         assert resp.status == 403, (method, path, resp.status)
     assert (await client.get("/inbox")).status == 200  # the operator's own pages still open
+
+
+async def test_every_api_answer_is_kept_out_of_caches_and_never_sniffed(client: TestClient) -> None:
+    api_routes = [(m, p) for m, c, p in _routes(client.app) if c.startswith("/api/")]
+    assert len(api_routes) >= 10
+    checked = 0
+    for method, path in api_routes:
+        for headers in (BEARER, {}):  # answered, and refused for want of a token
+            resp = await client.request(method, path, headers=headers, data=b"{}" if method != "GET" else None)
+            assert resp.headers.get("X-Content-Type-Options") == "nosniff", (method, path, resp.status)
+            if path.startswith("/api/media/") and resp.status == 200:
+                continue  # the media proxy's own caching (checked in test_inbox)
+            assert resp.headers.get("Cache-Control") == "no-store", (method, path, resp.status)
+            checked += 1
+    resp = await client.get("/api/no-such-thing", headers=BEARER)
+    assert resp.status == 404 and resp.headers["Cache-Control"] == "no-store"
+    assert checked >= 20
 
 
 async def test_no_route_serves_the_database_or_files_outside_static(client: TestClient) -> None:
@@ -422,6 +440,42 @@ async def test_no_form_of_the_customer_number_reaches_openai(
     assert len(fake_graph.texts_to(PHONE)) == len(conversation) + 1
 
 
+REVIEWED = "393331234567"  # the customer of the security review's reproductions
+# How the review got the number past the old redaction: other scripts, other separators, the tail alone.
+REVIEW_FORMS = [
+    "３３３１２３４５６７", "٣٣٣١٢٣٤٥٦٧", "۳۳۳۱۲۳۴۵۶۷", "३३३१२३४५६७", "333–123–4567", "333\u2011123\u20114567",
+    "333\u2212123\u22124567", "333\u200b123\u200b4567", "333\u20601234567", "333\u00ad123\u00ad4567", "333_123_4567",
+    "333,123,4567", "333·123·4567", "333*123*4567", "333:123:4567", "1234567", "31234567",
+]
+
+
+async def test_the_reviews_reproductions_never_reach_openai(
+    client: TestClient, fake_openai: FakeOpenAI, fake_graph: FakeGraph
+) -> None:
+    # The customer writes their number every way the review found, and their profile name holds it in
+    # fullwidth digits.
+    name = "Mario ３３３ １２３ ４５６７"
+    for n, form in enumerate(REVIEW_FORMS):
+        body = f"il mio numero è {form}, richiamami"
+        assert (await post_webhook(client, text_message(f"wamid.R{n}", REVIEWED, body, name=name))).status == 200
+        await fake_graph.wait_for_sent(n + 1)
+    # update_contact saves notes holding the number, and returns them (with the profile name) to the model;
+    # a later call returns those saved notes again, next to new ones.
+    fake_openai.script.append(CallTools([("update_contact", {"notes": "richiamare al 333\u2011123\u20114567"})]))
+    assert (await post_webhook(client, text_message("wamid.R90", REVIEWED, "segnatelo", name=name))).status == 200
+    fake_openai.script.append(CallTools([("update_contact", {"notes": "preferisce la mattina"})]))
+    assert (await post_webhook(client, text_message("wamid.R91", REVIEWED, "e poi", name=name))).status == 200
+    await fake_graph.wait_for_sent(len(REVIEW_FORMS) + 2)
+    contact = await repos_of(client).contacts.for_conversation(PHONE_NUMBER_ID, REVIEWED)
+    assert contact is not None and "333\u2011123\u20114567" in (contact.notes or "")  # stored as said
+    outputs = [o for r in fake_openai.responses_requests() for o in function_call_outputs(r).values()]
+    assert len(outputs) == 2 and all('"name"' in o and "notes" in o for o in outputs)
+    traffic = request_texts(fake_openai.requests)
+    assert leaked(traffic, [REVIEWED]) == [], "the customer's number reached OpenAI"
+    assert traffic.count("[phone number removed]") >= len(REVIEW_FORMS) + 2
+    assert "preferisce la mattina" in outputs[1] and "richiamare al [phone number removed]" in outputs[1]
+
+
 # -- secrets: logs, files, the database -------------------------------------------------------------------------------
 SECRETS = {
     "OPENAI_API_KEY": "sk-proj-ENVKEY-0123456789abcdefghijklmnop-QRST",
@@ -451,6 +505,8 @@ async def test_secrets_and_numbers_stay_out_of_logs_and_files(
         bearer = {"Authorization": f"Bearer {SECRETS['BOT_API_TOKEN']}"}
         async with aiohttp.ClientSession(cookie_jar=aiohttp.CookieJar(unsafe=True)) as http:
             for n, text in enumerate(["buongiorno, il mio numero è 347 123 4567", "ancora io"]):
+                if n == 1:  # the model passes the number on as an "email": the refusal quotes it
+                    fake_openai.script.append(CallTools([("update_contact", {"email": "347_123_4567"})]))
                 body = orjson.dumps(text_message(f"wamid.SEC{n}", CUSTOMER, text, name="Giulia"))
                 async with http.post(server.url(), data=body, headers={
                         "X-Hub-Signature-256": sign(body, SECRETS["WHATSAPP_APP_SECRET"])}) as resp:
@@ -496,6 +552,7 @@ async def test_secrets_and_numbers_stay_out_of_logs_and_files(
     for number in (CUSTOMER, CUSTOMER[2:], "347 123 4567"):
         assert number not in log, f"the customer's number {number} is in the server log"
     assert "+39******4567" in log  # numbers are logged masked
+    assert "tool_refused" in log and "347_123_4567" not in log and "+34****4567" in log
     for name, secret in (("stored OpenAI key", STORED_KEY), ("admin password", SECRETS["BOT_ADMIN_PASSWORD"]),
                          ("API token", SECRETS["BOT_API_TOKEN"])):
         assert secret.encode() not in stored, f"the {name} is in the database in clear"

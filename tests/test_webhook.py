@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import gzip
+import time
+
 import orjson
 import pytest
 from aiohttp.test_utils import TestClient
@@ -10,10 +13,10 @@ from bot.domain.conversation import ConversationKey, OutboundMessage
 from bot.persistence.outbox import sending_stmt, sent_stmts
 from bot.persistence.sqlite import SQLiteDatabase
 from bot.web.keys import INGEST
-from tests.conftest import VERIFY_TOKEN, post_webhook
+from tests.conftest import APP_SECRET, VERIFY_TOKEN, ClientFactory, post_webhook
 from tests.fakes.graph_server import FakeGraph
 from tests.fakes.meta import load_sample, sign, status_update, text_message
-from tests.helpers import inbox_statuses, repos_of, wait_handled, wait_sent
+from tests.helpers import inbox_statuses, raw_http, repos_of, wait_handled, wait_sent
 
 
 async def test_handshake_echoes_challenge(client: TestClient) -> None:
@@ -72,6 +75,65 @@ async def test_malformed_bodies_get_400_never_500(client: TestClient) -> None:
         assert "error" in await resp.json()
     assert await inbox_statuses(client) == {}
     assert (await client.get("/healthz")).status == 200
+
+
+def _head(body: bytes, *extra: bytes, length: int | None = None) -> bytes:
+    lines = [b"POST /webhooks/whatsapp HTTP/1.1", b"Host: 127.0.0.1", b"Content-Type: application/json",
+             b"Content-Length: %d" % (len(body) if length is None else length), *extra]
+    return b"\r\n".join(lines) + b"\r\n\r\n"
+
+
+async def test_signature_headers_with_odd_bytes_or_sizes_get_4xx(client: TestClient) -> None:
+    body = load_sample("text")
+    good = sign(body, APP_SECRET).encode()
+    for header in (
+        good[:-2] + b"\xff\xfe",  # not UTF-8: arrives as surrogate escapes
+        b"sha256=" + "é".encode() * 32,  # the right length in characters, not ASCII
+        good + b"\xc3",
+        b"sha256=" + b"a" * 8000,  # absurd, but within aiohttp's 8190-byte header limit
+        b"\x00" * 71,
+    ):
+        status = await raw_http(client, _head(body, b"X-Hub-Signature-256: " + header) + body)
+        assert status in (400, 401, 403), (header[:20], status)
+    status = await raw_http(client, _head(body, b"X-Hub-Signature-256: sha256=" + b"a" * 9000) + body)
+    assert status == 400  # past the header limit: aiohttp refuses it itself
+    assert await inbox_statuses(client) == {}
+    assert (await client.get("/healthz")).status == 200
+
+
+async def test_bad_or_unknown_content_encodings_get_400_or_415(client: TestClient) -> None:
+    body = load_sample("text")
+    signature = {"X-Hub-Signature-256": sign(body, APP_SECRET), "Content-Type": "application/json"}
+    resp = await client.post("/webhooks/whatsapp", data=body, headers={**signature, "Content-Encoding": "gzip"})
+    assert resp.status == 400
+    assert "not valid gzip" in (await resp.json())["error"]
+    resp = await client.post("/webhooks/whatsapp", data=b"\x78\x9c garbage",
+                             headers={**signature, "Content-Encoding": "deflate"})
+    assert resp.status == 400
+    for encoding in ("compress", "x-unknown", "gzip, gzip", "\u00e9"):
+        resp = await client.post("/webhooks/whatsapp", data=body, headers={**signature, "Content-Encoding": encoding})
+        assert resp.status == 415, encoding
+        assert "not supported" in (await resp.json())["error"]
+    for encoding in ("br", "zstd"):  # aiohttp refuses these itself (400) unless their library is installed
+        resp = await client.post("/webhooks/whatsapp", data=body, headers={**signature, "Content-Encoding": encoding})
+        assert resp.status in (400, 415), encoding
+    assert await inbox_statuses(client) == {}
+    # Real gzip is decoded, and the signature is over what it decodes to.
+    resp = await client.post("/webhooks/whatsapp", data=gzip.compress(body),
+                             headers={**signature, "Content-Encoding": "gzip"})
+    assert resp.status == 200
+    assert len(await inbox_statuses(client)) == 1
+
+
+async def test_a_body_that_stops_arriving_gets_408(make_client: ClientFactory) -> None:
+    client = await make_client(body_timeout_seconds=0.3)
+    body = load_sample("text")
+    started = time.monotonic()
+    # Content-Length promises more than is sent, and the connection stays open.
+    status = await raw_http(client, _head(body, length=len(body) + 100) + body)
+    assert status == 408
+    assert time.monotonic() - started < 5
+    assert await inbox_statuses(client) == {}
 
 
 async def test_one_message_gets_one_reply(client: TestClient, fake_graph: FakeGraph) -> None:

@@ -7,6 +7,7 @@ import hashlib
 import re
 import time
 from collections.abc import Awaitable, Callable, Sequence
+from contextlib import AbstractAsyncContextManager
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
@@ -14,6 +15,7 @@ import httpx2
 import openai
 import structlog
 
+from bot.ai.clients import ClientPool
 from bot.ai.instructions import render_instructions, with_context
 from bot.ai.privacy import Redactor, redact_deep
 from bot.backoff import Backoff
@@ -38,6 +40,12 @@ class AISettings:
     extra_tools: tuple[dict[str, Any], ...] = ()
     # Function tools not to offer this turn (e.g. the local knowledge-base search while it is off).
     hidden_tools: frozenset[str] = frozenset()
+
+
+# Engine.client: `async with lease(settings) as client:` holds an SDK client for the calls inside.
+ClientLease = Callable[["AISettings"], AbstractAsyncContextManager[openai.AsyncOpenAI]]
+# Keys and base URLs with a client kept open at once (a shop uses one; Test connection tries others).
+MAX_CLIENTS = 8
 
 
 @dataclass(frozen=True, slots=True)
@@ -156,32 +164,28 @@ class Engine:
         self._max_rounds = max_tool_rounds
         self._sleep = sleep
         self._on_model_call = on_model_call
-        self._clients: dict[tuple[str, str | None], openai.AsyncOpenAI] = {}
+        self._clients = ClientPool(self._new_client, size=MAX_CLIENTS)
         self.in_flight = 0
 
-    def client(self, settings: AISettings) -> openai.AsyncOpenAI:
-        """One SDK client per (key, base URL); retries are ours, so the SDK's are off."""
-        key = (settings.api_key, settings.base_url)
-        client = self._clients.get(key)
-        if client is None:
-            client = openai.AsyncOpenAI(
-                api_key=settings.api_key or "missing-key",
-                base_url=settings.base_url,
-                max_retries=0,
-                timeout=httpx2.Timeout(self._timeout, connect=10.0),
-            )
-            self._clients[key] = client
-        return client
+    def _new_client(self, api_key: str, base_url: str | None) -> openai.AsyncOpenAI:
+        # Retries are ours (backoff and budget), so the SDK's are off.
+        return openai.AsyncOpenAI(api_key=api_key or "missing-key", base_url=base_url, max_retries=0,
+                                  timeout=httpx2.Timeout(self._timeout, connect=10.0))
+
+    def client(self, settings: AISettings) -> AbstractAsyncContextManager[openai.AsyncOpenAI]:
+        """The SDK client for this key and base URL, leased: `async with engine.client(s) as client:`."""
+        return self._clients.lease(settings.api_key, settings.base_url)
 
     async def close(self) -> None:
         """Close every SDK client."""
-        clients, self._clients = list(self._clients.values()), {}
-        for client in clients:
-            await client.close()
+        await self._clients.close()
 
     async def _create(self, settings: AISettings, **params: Any) -> Any:
         """One responses.create with backoff on transient errors; chain loss is raised untouched."""
-        client = self.client(settings)
+        async with self.client(settings) as client:
+            return await self._create_with(client, **params)
+
+    async def _create_with(self, client: openai.AsyncOpenAI, **params: Any) -> Any:
         attempt = 0
         first_try = time.monotonic()
         while True:
@@ -291,9 +295,8 @@ class Engine:
 
     async def transcribe(self, settings: AISettings, data: bytes, mime: str, filename: str, model: str) -> str:
         """Speech to text through OpenAI's transcription endpoint (voice notes are ogg/opus)."""
-        client = self.client(settings)
         try:
-            async with self._semaphore:
+            async with self.client(settings) as client, self._semaphore:
                 result = await client.audio.transcriptions.create(model=model, file=(filename, data, mime))
         except Exception as exc:
             raise classify(exc) from exc

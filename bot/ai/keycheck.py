@@ -10,7 +10,7 @@ from dataclasses import dataclass
 import openai
 import structlog
 
-from bot.ai.engine import AISettings
+from bot.ai.engine import AISettings, ClientLease
 
 log = structlog.get_logger("bot.ai")
 
@@ -52,7 +52,7 @@ def explain(exc: Exception, model: str) -> str:
 class KeyChecker:
     """Checks a key and model; keeps each answer for CACHE_SECONDS so page loads never hammer OpenAI."""
 
-    def __init__(self, *, client: Callable[[AISettings], openai.AsyncOpenAI],
+    def __init__(self, *, client: ClientLease,
                  cache_seconds: float = CACHE_SECONDS, timeout_seconds: float = 10.0,
                  clock: Callable[[], float] = time.time) -> None:
         self._client = client
@@ -82,7 +82,8 @@ class KeyChecker:
             return hit
         try:
             # A short timeout of its own: a page waits on this, unlike a customer's turn.
-            await self._client(settings).with_options(timeout=self._timeout).models.retrieve(settings.model)
+            async with self._client(settings) as client:
+                await client.with_options(timeout=self._timeout).models.retrieve(settings.model)
         except openai.OpenAIError as exc:
             result = KeyCheck(False, explain(exc, settings.model), self._clock())
         else:

@@ -21,9 +21,9 @@ from urllib.parse import unquote
 import openai
 import structlog
 from pypdf import PdfReader
-from pypdf.errors import PdfReadError, PdfStreamError
+from pypdf.errors import LimitReachedError, PyPdfError
 
-from bot.ai.engine import AISettings, classify
+from bot.ai.engine import AISettings, ClientLease, classify
 from bot.domain.knowledge import KnowledgeDoc, SearchHit
 
 log = structlog.get_logger("bot.knowledge")
@@ -78,8 +78,16 @@ def read_pdf(path: Path) -> PdfText:
         pages = [page.extract_text() or "" for page in reader.pages]
     except KnowledgeError:
         raise
-    except (PdfReadError, PdfStreamError, ValueError, KeyError, TypeError, AttributeError, OSError,
-            IndexError, RecursionError, AssertionError, ZeroDivisionError) as exc:
+    except (LimitReachedError, MemoryError) as exc:
+        # pypdf stops unpacking past its limits: a few hundred KB can expand to gigabytes (a "Flate bomb").
+        log.info("knowledge_pdf_too_big_unpacked", error=f"{type(exc).__name__}: {exc}")
+        raise KnowledgeError(
+            "This PDF holds far more data than its size suggests, more than the server will unpack: it may "
+            "be damaged or made to overload servers. Export it again from the original program (or use "
+            "“Print to PDF”) and upload the new file."
+        ) from exc
+    except (PyPdfError, ValueError, KeyError, TypeError, AttributeError, OSError, IndexError, RecursionError,
+            AssertionError, ZeroDivisionError, UnicodeError, OverflowError) as exc:
         # pypdf raises a wide range of errors on broken files; every one of them means the same thing here.
         log.info("knowledge_pdf_unreadable", error=f"{type(exc).__name__}: {exc}")
         raise KnowledgeError(
@@ -118,7 +126,7 @@ class KnowledgeBase:
         *,
         store: KnowledgeStore,
         folder: Path,
-        client: Callable[[AISettings], openai.AsyncOpenAI],
+        client: ClientLease,
         ai_settings: Callable[[], Awaitable[AISettings]],
         on_change: Callable[[], None] = lambda: None,
         on_failure: Callable[[str], Awaitable[None]] | None = None,
@@ -289,7 +297,11 @@ class KnowledgeBase:
         if not settings.api_key:
             raise KnowledgeError("No OpenAI API key is set, so the PDF cannot be sent to OpenAI. Enter the key "
                                  "on this page (or choose the local mode) and upload the PDF again.")
-        client = self._client(settings)
+        async with self._client(settings) as client:
+            return await self._upload_and_index(client, doc, settings)
+
+    async def _upload_and_index(self, client: openai.AsyncOpenAI, doc: KnowledgeDoc,
+                                settings: AISettings) -> KnowledgeDoc:
         try:
             uploaded = await client.files.create(
                 file=(doc.filename, self.folder / doc.stored_name, "application/pdf"), purpose="assistants"
@@ -325,17 +337,18 @@ class KnowledgeBase:
         """Delete a vector store and file at OpenAI (best effort: a missing one is already gone)."""
         if not (doc.vector_store_id or doc.openai_file_id) or not settings.api_key:
             return
-        client = self._client(settings)
-        if doc.vector_store_id:
-            try:
-                await client.vector_stores.delete(doc.vector_store_id)
-            except openai.OpenAIError as exc:
-                log.warning("knowledge_store_delete_failed", vector_store_id=doc.vector_store_id, error=str(exc))
-        if doc.openai_file_id:
-            try:
-                await client.files.delete(doc.openai_file_id)
-            except openai.OpenAIError as exc:
-                log.warning("knowledge_file_delete_failed", file_id=doc.openai_file_id, error=str(exc))
+        async with self._client(settings) as client:
+            if doc.vector_store_id:
+                try:
+                    await client.vector_stores.delete(doc.vector_store_id)
+                except openai.OpenAIError as exc:
+                    log.warning("knowledge_store_delete_failed", vector_store_id=doc.vector_store_id,
+                                error=str(exc))
+            if doc.openai_file_id:
+                try:
+                    await client.files.delete(doc.openai_file_id)
+                except openai.OpenAIError as exc:
+                    log.warning("knowledge_file_delete_failed", file_id=doc.openai_file_id, error=str(exc))
 
 
 def _sha256(path: Path) -> str:

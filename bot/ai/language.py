@@ -87,11 +87,11 @@ def _by_words(text: str) -> str | None:
     ranked = sorted(counts.items(), key=lambda item: -item[1])
     best, score = ranked[0]
     second = ranked[1][1] if len(ranked) > 1 else 0.0
-    return best if score >= 2 and score >= 2 * second else None
+    return best if score >= 1.5 and score >= 2 * second else None
 
 
 def _ngrams(text: str) -> list[str]:
-    langs, probs = _profiles()
+    _, probs = _profiles()
     factory = _ld._factory
     assert factory is not None
     detector = factory.create()

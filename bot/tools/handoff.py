@@ -6,6 +6,7 @@ from typing import Any
 
 import structlog
 
+from bot.ai.privacy import mask_numbers
 from bot.tools.core import ToolContext, tool
 
 log = structlog.get_logger("bot.tools")
@@ -23,5 +24,5 @@ async def request_human(ctx: ToolContext, reason: str) -> dict[str, Any]:
     # The turn drops the model's draft, sends the hand-off text in the customer's language, pauses
     # the AI and flags the conversation for operators, all in its own write.
     ctx.actions.hand_off(reason[:200])
-    log.info("handoff_by_model", reason=reason[:200])
+    log.info("handoff_by_model", reason=mask_numbers(reason[:200]))
     return {"handed_over": True, "note": "A person will answer; the customer has been told. Add nothing."}

@@ -10,6 +10,7 @@ import pkgutil
 import re
 import sys
 import time
+import traceback
 from collections.abc import Iterable, Iterator
 from importlib.metadata import EntryPoint, entry_points
 from pathlib import Path
@@ -20,6 +21,7 @@ import orjson
 import pydantic
 import structlog
 
+from bot.ai.privacy import mask_numbers
 from bot.config import Config
 from bot.tools.core import Tool, ToolContext, ToolError, is_tool
 from bot.tools.schema import ToolConfigError, describe_validation_error
@@ -118,7 +120,8 @@ class ToolRegistry:
                     result = await item.fn(**kwargs)
             text = serialise(result)
         except ToolError as exc:
-            log.info("tool_refused", tool=name, reason=str(exc))
+            # A refusal often quotes what the model passed, which came from the customer.
+            log.info("tool_refused", tool=name, reason=mask_numbers(str(exc)))
             return _error(str(exc))
         except TimeoutError as exc:
             if not timer.expired():
@@ -132,8 +135,11 @@ class ToolRegistry:
         return text
 
     async def _failed(self, item: Tool, context: Any, exc: Exception) -> str:
-        log.error("tool_failed", tool=item.name, error=f"{type(exc).__name__}: {exc}", exc_info=exc)
-        await self._record(context, f"tool_failed:{item.name}", f"{type(exc).__name__}: {exc}")
+        # The message (and so the traceback) may hold values the customer gave: numbers are masked.
+        error = mask_numbers(f"{type(exc).__name__}: {exc}")
+        log.error("tool_failed", tool=item.name, error=error,
+                  traceback=mask_numbers("".join(traceback.format_exception(exc))))
+        await self._record(context, f"tool_failed:{item.name}", error)
         return _error(f"{item.name} failed ({type(exc).__name__}); tell the customer you could not do it right now")
 
     @staticmethod

@@ -35,6 +35,11 @@ ENV_TOKEN_NAME = "BOT_API_TOKEN"
 # so raising it later only affects new passwords.
 _SCRYPT_N, _SCRYPT_R, _SCRYPT_P = 2**15, 8, 1
 _SCRYPT_MAXMEM = 64 * 1024 * 1024
+# What an unknown username's password is checked against: the same cost as a real check, so the
+# response time does not tell which usernames exist. No password matches it.
+_NO_USER_HASH = "$".join(("scrypt", str(_SCRYPT_N), str(_SCRYPT_R), str(_SCRYPT_P),
+                          base64.b64encode(secrets.token_bytes(16)).decode(),
+                          base64.b64encode(secrets.token_bytes(32)).decode()))
 
 Network = ipaddress.IPv4Network | ipaddress.IPv6Network
 
@@ -124,50 +129,89 @@ def client_ip(peer: str | None, forwarded_for: Iterable[str], trusted: tuple[Net
     return hops[0] if hops else peer
 
 
+@dataclass(frozen=True, slots=True)
+class Attempt:
+    """One sign-in attempt, counted as a failure from the moment it is reserved until it succeeds."""
+
+    ip: str
+    username: str
+    at: float
+
+
 class LoginThrottle:
-    """Failed sign-ins per IP in a sliding window; past the limit, sign-ins wait. Memory stays bounded."""
+    """Failed sign-ins per IP and per username in a sliding window; past a limit, sign-ins wait.
 
-    def __init__(self, *, limit: int = 5, window_seconds: float = 60.0, max_ips: int = 10_000,
-                 clock: Callable[[], float] = time.monotonic) -> None:
+    An attempt is counted *before* the password is checked (`reserve`), so attempts sent all at once
+    are counted too, and only a correct password takes it back (`succeeded`). A success forgets the
+    failures of that user from that IP, and nothing else: signing in to your own account does not
+    buy more guesses at someone else's. Memory stays bounded.
+    """
+
+    def __init__(self, *, limit: int = 5, user_limit: int = 10, window_seconds: float = 60.0,
+                 max_keys: int = 10_000, clock: Callable[[], float] = time.monotonic) -> None:
         self.limit = limit
+        self.user_limit = user_limit
         self.window = window_seconds
-        self.max_ips = max_ips
+        self.max_keys = max_keys
         self._clock = clock
-        self._failures: dict[str, deque[float]] = {}
+        self._by_ip: dict[str, deque[Attempt]] = {}
+        self._by_user: dict[str, deque[Attempt]] = {}
 
-    def _recent(self, ip: str, now: float) -> deque[float] | None:
-        times = self._failures.get(ip)
-        if times is None:
-            return None
-        while times and times[0] <= now - self.window:
-            times.popleft()
-        if not times:
-            del self._failures[ip]
-            return None
-        return times
+    @staticmethod
+    def user_key(username: str) -> str:
+        """Usernames compare case-insensitively, as the users table does."""
+        return username.strip().casefold()[:64]
 
-    def retry_after(self, ip: str) -> float:
-        """Seconds this IP must wait before trying again (0: it may try now)."""
-        now = self._clock()
-        times = self._recent(ip, now)
-        if times is None or len(times) < self.limit:
+    def _recent(self, table: dict[str, deque[Attempt]], key: str, now: float) -> deque[Attempt] | None:
+        attempts = table.get(key)
+        if attempts is None:
+            return None
+        while attempts and attempts[0].at <= now - self.window:
+            attempts.popleft()
+        if not attempts:
+            del table[key]
+            return None
+        return attempts
+
+    def _wait(self, table: dict[str, deque[Attempt]], key: str, limit: int, now: float) -> float:
+        attempts = self._recent(table, key, now)
+        if attempts is None or len(attempts) < limit:
             return 0.0
-        return max(0.0, times[-self.limit] + self.window - now)
+        return max(0.0, attempts[-limit].at + self.window - now)
 
-    def failed(self, ip: str) -> None:
-        """Count one failed sign-in."""
+    def retry_after(self, ip: str, username: str = "") -> float:
+        """Seconds before this IP may try this username again (0: it may try now)."""
         now = self._clock()
-        if ip not in self._failures and len(self._failures) >= self.max_ips:
-            for other in list(self._failures):
-                self._recent(other, now)
-            if len(self._failures) >= self.max_ips:
-                # Under a flood from many addresses, forget the oldest rather than grow without bound.
-                self._failures.pop(next(iter(self._failures)))
-        self._failures.setdefault(ip, deque(maxlen=self.limit * 4)).append(now)
+        return max(self._wait(self._by_ip, ip, self.limit, now),
+                   self._wait(self._by_user, self.user_key(username), self.user_limit, now))
 
-    def succeeded(self, ip: str) -> None:
-        """A correct password clears the IP's record."""
-        self._failures.pop(ip, None)
+    def _add(self, table: dict[str, deque[Attempt]], key: str, attempt: Attempt, limit: int) -> None:
+        if key not in table and len(table) >= self.max_keys:
+            for other in list(table):
+                self._recent(table, other, attempt.at)
+            if len(table) >= self.max_keys:
+                # Under a flood from many addresses, forget the oldest rather than grow without bound.
+                table.pop(next(iter(table)))
+        table.setdefault(key, deque(maxlen=limit * 4)).append(attempt)
+
+    def reserve(self, ip: str, username: str = "") -> Attempt:
+        """Count an attempt as failed until `succeeded` says otherwise (call right after retry_after)."""
+        attempt = Attempt(ip=ip, username=self.user_key(username), at=self._clock())
+        self._add(self._by_ip, ip, attempt, self.limit)
+        self._add(self._by_user, attempt.username, attempt, self.user_limit)
+        return attempt
+
+    def succeeded(self, attempt: Attempt) -> None:
+        """The password was right: forget this user's failures from this IP (only those)."""
+        for table, key in ((self._by_ip, attempt.ip), (self._by_user, attempt.username)):
+            attempts = table.get(key)
+            if attempts is None:
+                continue
+            kept = [a for a in attempts if not (a.ip == attempt.ip and a.username == attempt.username)]
+            if kept:
+                table[key] = deque(kept, maxlen=attempts.maxlen)
+            else:
+                del table[key]
 
 
 @dataclass(frozen=True, slots=True)
@@ -209,7 +253,6 @@ class Access:
         self.trusted_proxies = parse_networks(config.trusted_proxies)
         self._config = config
         self._env_token_hash = sha256_hex(config.api_token) if config.api_token else None
-        self._dummy_hash: str | None = None
 
     async def ensure_admin(self) -> None:
         """First start: create `admin` with BOT_ADMIN_PASSWORD, or a generated password printed once."""
@@ -250,15 +293,11 @@ class Access:
     async def sign_in(self, username: str, password: str, ip: str | None) -> SignIn | None:
         """Check a password and open a session; None when the name or password is wrong."""
         found = await self.users.credentials(username.strip())
-        if found is None:
-            # Spend the same time as a real check, so response times do not reveal which names exist.
-            if self._dummy_hash is None:
-                self._dummy_hash = await asyncio.to_thread(hash_password, secrets.token_urlsafe(16))
-            await asyncio.to_thread(verify_password, password, self._dummy_hash)
+        # An unknown name costs the same check as a known one, and fails the same way.
+        stored = found[1] if found is not None else _NO_USER_HASH
+        if not await asyncio.to_thread(verify_password, password, stored) or found is None:
             return None
-        user, stored = found
-        if not await asyncio.to_thread(verify_password, password, stored):
-            return None
+        user = found[0]
         token = secrets.token_urlsafe(32)
         csrf = secrets.token_urlsafe(32)
         token_hash = sha256_hex(token)

@@ -3,7 +3,7 @@
 Public: /healthz, /login, /webhooks/whatsapp, /orders/confirm/{token} and /static/*. Everything else:
 - HTML pages need a session (else a redirect to /login?next=...);
 - /api/* take a session or a bearer token (else 401 JSON); /metrics takes a bearer token only;
-- /settings, /settings/* and /api/settings are for admins (403 for operators);
+- /settings, /settings/*, /api/settings and /ai-diagnostics/reset-sessions are for admins (403 for operators);
 - a POST/PUT/PATCH/DELETE made with a session carries its CSRF token (form field or X-CSRF-Token).
 """
 
@@ -38,7 +38,12 @@ HOME = "/inbox"  # where a sign-in lands when it was not heading anywhere
 _SAFE_METHODS = frozenset({"GET", "HEAD", "OPTIONS"})
 _PUBLIC_PATHS = frozenset({"/healthz", "/login", "/webhooks/whatsapp"})
 _ORDER_CONFIRM = re.compile(r"^/orders/confirm/\{[^/{}]+\}$")
-_ADMIN_PREFIXES = ("/settings", "/api/settings")
+# Paths (and everything under them) only admins may use, with what the refusal says they tried.
+_ADMIN_ONLY = {
+    "/settings": "open the settings",
+    "/api/settings": "open the settings",
+    "/ai-diagnostics/reset-sessions": "reset the sessions",
+}
 _STREAM_CSRF = "__csrf_checked_by_handler__"
 _LONG_NUMBER = re.compile(r"\d{7,}")
 
@@ -53,6 +58,11 @@ def checks_csrf_itself(handler: AnyHandler) -> AnyHandler:
     """
     setattr(handler, _STREAM_CSRF, True)
     return handler
+
+
+def streams_body(handler: object) -> bool:
+    """True for a handler marked with `checks_csrf_itself`: it reads its (large) body as a stream."""
+    return bool(getattr(handler, _STREAM_CSRF, False))
 
 
 def request_ip(request: web.Request) -> str:
@@ -164,24 +174,27 @@ async def auth_middleware(request: web.Request, handler: Handler) -> web.StreamR
         refused = await _check_csrf(request, handler, principal)
         if refused is not None:
             return refused
-    if path.startswith(_ADMIN_PREFIXES) and _under(path, _ADMIN_PREFIXES) and not principal.is_admin:
-        return _refuse(request, 403, "Only an administrator can open the settings. Ask the shop's admin.")
+    admin_only = _admin_only(path)
+    if admin_only is not None and not principal.is_admin:
+        return _refuse(request, 403, f"Only an administrator can {admin_only}. Ask the shop's admin.")
     response = await handler(request)
     if extended and not response.prepared:
         set_session_cookie(request, response, token)
     return response
 
 
-def _under(path: str, prefixes: tuple[str, ...]) -> bool:
-    return any(path == prefix or path.startswith(prefix + "/") for prefix in prefixes)
+def _admin_only(path: str) -> str | None:
+    """What an admin-only path does (for the refusal), or None when any signed-in user may use it."""
+    for prefix, what in _ADMIN_ONLY.items():
+        if path == prefix or path.startswith(prefix + "/"):
+            return what
+    return None
 
 
 async def _check_csrf(request: web.Request, handler: Handler, principal: Principal) -> web.Response | None:
     submitted = request.headers.get(CSRF_HEADER)
     if submitted is None:
-        if request.content_type == "multipart/form-data" and getattr(
-            request.match_info.handler, _STREAM_CSRF, False
-        ):
+        if request.content_type == "multipart/form-data" and streams_body(request.match_info.handler):
             return None  # the handler checks the first field before reading the upload
         if request.content_type in ("application/x-www-form-urlencoded", "multipart/form-data"):
             form = await request.post()
@@ -220,7 +233,7 @@ async def login_form(request: web.Request) -> web.Response:
 
 @routes.post("/login")
 async def login(request: web.Request) -> web.Response:
-    """Check the password (throttled per IP), open a session and go where the user was heading."""
+    """Check the password (throttled per IP and per username), open a session and go where the user was heading."""
     access: Access = request.app[ACCESS]
     ip = request_ip(request)
     form = await request.post()
@@ -231,21 +244,23 @@ async def login(request: web.Request) -> web.Response:
     if not cookie or not hmac.compare_digest(submitted.encode(), cookie.encode()):
         return _login_page(request, status=403, username=username,
                            error="The sign-in form expired. Please try again.")
-    wait = access.throttle.retry_after(ip)
+    wait = access.throttle.retry_after(ip, username)
     if wait > 0:
         seconds = math.ceil(wait)
         log.warning("sign_in_throttled", ip=ip, wait=seconds)
         return _login_page(request, status=429, username=username, headers={"Retry-After": str(seconds)},
                            error=f"Too many attempts. Wait {seconds} seconds, then try again.")
+    # Counted as failed before the (slow) password check, with no await in between: attempts sent
+    # all at once are all counted, and the ones past the limit wait.
+    attempt = access.throttle.reserve(ip, username)
     signed = await access.sign_in(username, password, ip)
     repos = request.app[REPOS]
     if signed is None:
-        access.throttle.failed(ip)
         await repos.audit.record("sign_in_failed", username=username or None, ip=ip)
         log.info("sign_in_failed", ip=ip)
         return _login_page(request, status=401, username=username,
                            error="Wrong username or password. Check them and try again.")
-    access.throttle.succeeded(ip)
+    access.throttle.succeeded(attempt)
     await repos.audit.record("sign_in", username=signed.principal.username, ip=ip)
     log.info("signed_in", user=signed.principal.username, ip=ip)
     target = safe_next(str(form.get("next", "")))

@@ -1,7 +1,8 @@
 """/ai-diagnostics and GET /api/diagnostics: is the assistant healthy, and what has it been doing?
 
-Every view of either is written to the audit log with the user and IP. "Reset Sessions" forgets
-every response chain and session mapping (contacts and orders stay).
+Every view of either is written to the audit log with the user and IP; only admins see that log.
+"Reset Sessions" (admins only) forgets every response chain and session mapping (contacts and
+orders stay).
 """
 
 from __future__ import annotations
@@ -30,8 +31,11 @@ ACCESS_WINDOW_SECONDS = 7 * 24 * 3600
 ACCESS_ACTIONS = ("view_diagnostics", "api_diagnostics")
 
 
-async def collect(app: web.Application) -> dict[str, Any]:
-    """Everything the page shows, as plain data (the JSON twin returns exactly this)."""
+async def collect(app: web.Application, *, audit: bool) -> dict[str, Any]:
+    """Everything the page shows, as plain data (the JSON twin returns exactly this).
+
+    `audit`: include who opened the diagnostics and the recent activity (users and IPs): admins only.
+    """
     repos = app[REPOS]
     build = app[BUILD]
     current = await app[SETTINGS].current()
@@ -43,7 +47,7 @@ async def collect(app: web.Application) -> dict[str, Any]:
     traffic = await repos.stats.traffic(TRAFFIC_WINDOW_SECONDS)
     registry = app.get(REGISTRY)
     tools = app.get(TOOLS)
-    return {
+    data: dict[str, Any] = {
         "code": {
             "version": build.version,
             "commit": build.commit,
@@ -91,16 +95,18 @@ async def collect(app: web.Application) -> dict[str, Any]:
         },
         "recent_errors": await repos.errors.recent(ERROR_WINDOW_SECONDS),
         "tool_load_errors": [{"module": e.module, "error": e.error} for e in (tools.load_errors if tools else [])],
-        "recent_accesses": await repos.audit.accesses(ACCESS_ACTIONS, ACCESS_WINDOW_SECONDS),
-        "recent_activity": await repos.audit.recent(20),
     }
+    if audit:
+        data["recent_accesses"] = await repos.audit.accesses(ACCESS_ACTIONS, ACCESS_WINDOW_SECONDS)
+        data["recent_activity"] = await repos.audit.recent(20)
+    return data
 
 
 @routes.get("/ai-diagnostics")
 async def diagnostics_page(request: web.Request) -> web.Response:
     """The diagnostics page (the view is recorded in the access log)."""
     await request.app[REPOS].audit.record("view_diagnostics", **audit_fields(request))
-    data = await collect(request.app)
+    data = await collect(request.app, audit=principal_of(request).is_admin)
     reset = request.query.get("reset")
     notice = f"Sessions reset: {reset} conversations start afresh." if reset and reset.isdigit() else None
     return render(request, "diagnostics.html", d=data, notice=notice, error=None)
@@ -110,16 +116,19 @@ async def diagnostics_page(request: web.Request) -> web.Response:
 async def diagnostics_json(request: web.Request) -> web.Response:
     """The diagnostics as JSON (the access is recorded too)."""
     await request.app[REPOS].audit.record("api_diagnostics", **audit_fields(request))
-    data = await collect(request.app)
+    data = await collect(request.app, audit=principal_of(request).is_admin)
     return web.json_response(data, dumps=lambda o: orjson.dumps(o).decode())
 
 
 @routes.post("/ai-diagnostics/reset-sessions")
 async def reset_sessions(request: web.Request) -> web.Response:
-    """Forget every response chain and session mapping; needs confirm=yes (the page also asks in JS)."""
+    """Forget every response chain and session mapping; needs confirm=yes (the page also asks in JS).
+
+    Admins only: the sign-in middleware refuses everyone else.
+    """
     form = await request.post()
     if form.get("confirm") != "yes":
-        data = await collect(request.app)
+        data = await collect(request.app, audit=True)
         return render(request, "diagnostics.html", status=400, d=data, notice=None,
                       error="Nothing was reset: tick “Yes, reset every session” to confirm.")
     count = await request.app[REPOS].conversations.reset_sessions()

@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import functools
 import io
 import re
+import zlib
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from typing import Any
@@ -126,6 +128,27 @@ def make_pdf(pages: list[str]) -> bytes:
             b"/Contents %d 0 R >>" % content_id
         )
         objects.append(b"<< /Length %d >>\nstream\n" % len(stream) + stream + b"\nendstream")
+    return _pdf_file(objects)
+
+
+@functools.cache
+def flate_bomb(unpacked_mb: int = 80) -> bytes:
+    """A PDF of about 80 KB whose page content unpacks to 80 MB (past pypdf's 75 MB limit): a Flate bomb."""
+    packer = zlib.compressobj(9)
+    space = b" " * (1 << 20)
+    packed = b"".join(packer.compress(space) for _ in range(unpacked_mb)) + packer.flush()
+    return _pdf_file([
+        b"<< /Type /Catalog /Pages 2 0 R >>",
+        b"<< /Type /Pages /Kids [4 0 R] /Count 1 >>",
+        b"<< /Type /Font /Subtype /Type1 /BaseFont /Helvetica >>",
+        b"<< /Type /Page /Parent 2 0 R /MediaBox [0 0 612 792] /Resources << /Font << /F1 3 0 R >> >> "
+        b"/Contents 5 0 R >>",
+        b"<< /Length %d /Filter /FlateDecode >>\nstream\n" % len(packed) + packed + b"\nendstream",
+    ])
+
+
+def _pdf_file(objects: list[bytes]) -> bytes:
+    """Numbered objects, a cross-reference table and a trailer: a PDF file."""
     out = io.BytesIO()
     out.write(b"%PDF-1.4\n%\xe2\xe3\xcf\xd3\n")
     offsets = []

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import re
 import time
 from pathlib import Path
@@ -193,22 +194,100 @@ async def test_sign_in_is_throttled_after_five_failures_per_ip(client: TestClien
     assert len(failures) == 5 and failures[0]["ip"] == "127.0.0.1"
 
 
+async def _login_token(client: TestClient) -> str:
+    page = await client.get("/login")
+    token = re.search(r'name="csrf_token" value="([^"]*)"', await page.text())
+    assert token
+    return token.group(1)
+
+
+async def test_wrong_passwords_sent_all_at_once_are_all_counted(client: TestClient) -> None:
+    # The attempt is counted before the slow password hash: 50 at once cannot all slip past the limit.
+    token = await _login_token(client)
+
+    async def attempt() -> int:
+        form = {"username": "admin", "password": "wrong-password", "csrf_token": token}
+        async with client.post("/login", data=form, allow_redirects=False) as resp:
+            return resp.status
+
+    statuses = await asyncio.gather(*(attempt() for _ in range(50)))
+    assert statuses.count(401) == 5 and statuses.count(429) == 45, statuses
+    assert len(await repos_of(client).audit.recent(action="sign_in_failed")) == 5
+
+
+async def test_signing_in_to_your_own_account_buys_no_guesses_at_the_admins(client: TestClient) -> None:
+    await client.app[ACCESS].add_user("eve", "operator", "eve-own-password")  # type: ignore[index]
+    guesses: list[int] = []
+    for _ in range(2):  # 4 wrong admin passwords, 1 right one for eve, and again
+        for _ in range(4):
+            guesses.append((await sign_in(client, "admin", "guess-at-admin")).status)
+        resp = await sign_in(client, "eve", "eve-own-password")
+        assert resp.status in (303, 429)
+        await client.post("/logout", data={"csrf_token": "x"})
+    assert guesses.count(401) == 5 and 429 in guesses, guesses
+    resp = await sign_in(client, "admin", "guess-at-admin")
+    assert resp.status == 429 and int(resp.headers["Retry-After"]) > 0
+
+
+async def test_an_unknown_user_and_a_wrong_password_look_the_same(make_client: ClientFactory) -> None:
+    client = await make_client(trusted_proxies=("127.0.0.1",))
+    answers = []
+    for n, username in enumerate(["admin", "nobody-here", "admin", "nobody-here"]):
+        started = time.perf_counter()
+        # Each from its own address, so the throttle does not come into it.
+        resp = await sign_in(client, username, "not-the-password", headers={"X-Forwarded-For": f"203.0.113.{n}"})
+        body = (await resp.text()).replace(f'name="username" value="{username}"', 'name="username" value=""')
+        answers.append((username, resp.status, body, time.perf_counter() - started))
+    known = [a for a in answers if a[0] == "admin"]
+    unknown = [a for a in answers if a[0] != "admin"]
+    assert {a[1] for a in answers} == {401}
+    assert {a[2] for a in answers} == {known[0][2]}, "the page must not tell which usernames exist"
+    # An unknown name still costs a password hash (about 0.1 s), not a quick database miss.
+    assert min(a[3] for a in unknown) > 0.4 * min(a[3] for a in known)
+
+
 def test_throttle_window_slides() -> None:
     now = [1000.0]
     throttle = LoginThrottle(limit=5, window_seconds=60, clock=lambda: now[0])
     for i in range(5):
         now[0] = 1000.0 + i
-        assert throttle.retry_after("10.0.0.1") == 0
-        throttle.failed("10.0.0.1")
-    assert throttle.retry_after("10.0.0.1") == pytest.approx(56.0)
-    assert throttle.retry_after("10.0.0.2") == 0  # per IP
+        assert throttle.retry_after("10.0.0.1", "admin") == 0
+        throttle.reserve("10.0.0.1", "admin")
+    assert throttle.retry_after("10.0.0.1", "someone") == pytest.approx(56.0)  # per IP, whatever the name
+    assert throttle.retry_after("10.0.0.2", "other") == 0
     now[0] = 1060.5
-    assert throttle.retry_after("10.0.0.1") == 0
-    throttle.succeeded("10.0.0.1")
-    small = LoginThrottle(limit=1, max_ips=3, clock=lambda: now[0])
+    assert throttle.retry_after("10.0.0.1", "admin") == 0
+    small = LoginThrottle(limit=1, max_keys=3, clock=lambda: now[0])
     for i in range(10):
-        small.failed(f"10.1.0.{i}")
-    assert len(small._failures) <= 3
+        small.reserve(f"10.1.0.{i}", f"user{i}")
+    assert len(small._by_ip) <= 3 and len(small._by_user) <= 3
+
+
+def test_throttle_counts_per_username_across_ips_and_a_success_clears_only_its_own() -> None:
+    now = [1000.0]
+    throttle = LoginThrottle(limit=5, user_limit=10, window_seconds=60, clock=lambda: now[0])
+    for i in range(10):  # ten addresses, two guesses each at admin: the username's limit is reached
+        throttle.reserve(f"10.0.0.{i}", "Admin")
+    assert throttle.retry_after("10.9.9.9", "admin") > 0  # names compare case-insensitively
+    assert throttle.retry_after("10.9.9.9", "maria") == 0
+    # From one IP: four wrong guesses at admin, then a right password for eve's own account.
+    mixed = LoginThrottle(limit=5, clock=lambda: now[0])
+    for _ in range(4):
+        mixed.reserve("10.0.0.1", "admin")
+    mixed.succeeded(mixed.reserve("10.0.0.1", "eve"))
+    mixed.reserve("10.0.0.1", "admin")
+    assert mixed.retry_after("10.0.0.1", "admin") > 0, "eve's success must not clear the guesses at admin"
+    # The user's own typos from this IP are forgiven by their correct password, and no one else's.
+    own = LoginThrottle(limit=5, clock=lambda: now[0])
+    for _ in range(3):
+        own.reserve("10.0.0.1", "maria")
+    own.reserve("10.0.0.1", "admin")
+    own.succeeded(own.reserve("10.0.0.1", "maria"))
+    for _ in range(3):
+        own.reserve("10.0.0.1", "maria")
+    assert own.retry_after("10.0.0.1", "maria") == 0  # 1 (admin) + 3 new ones: under the limit
+    own.reserve("10.0.0.1", "maria")
+    assert own.retry_after("10.0.0.1", "maria") > 0
 
 
 def test_client_ip_trusts_forwarded_for_only_from_trusted_proxies() -> None:

@@ -7,12 +7,13 @@ from pathlib import Path
 import orjson
 from aiohttp.test_utils import TestClient
 
+from bot.web.keys import ACCESS
 from tests.conftest import API_TOKEN, ClientFactory, post_webhook
 from tests.fakes.graph_server import FakeGraph, GraphFailure
 from tests.fakes.meta import text_message
 from tests.fakes.openai_server import FakeOpenAI
 from tests.helpers import repos_of, wait_handled, wait_until
-from tests.web.helpers import admin, another_browser, post_form, sign_in
+from tests.web.helpers import admin, another_browser, csrf_in, post_form, sign_in
 
 BEARER = {"Authorization": f"Bearer {API_TOKEN}"}
 ANNA, BRUNO = "393330000001", "393330000002"
@@ -152,3 +153,37 @@ async def test_access_log_records_user_ip_and_time(client: TestClient) -> None:
     assert by_user == {"admin": 3, "giulia": 1, "BOT_API_TOKEN": 1}
     page = await (await client.get("/ai-diagnostics")).text()
     assert "giulia" in page and "127.0.0.1" in page
+
+
+async def test_operators_may_look_but_not_reset_nor_see_who_else_looked(
+    client: TestClient, fake_graph: FakeGraph
+) -> None:
+    await _traffic(client, fake_graph)
+    await admin(client)  # the admin has looked: that is in the audit log, with an IP
+    repos = repos_of(client)
+    await client.app[ACCESS].add_user("paolo", "operator", "operator-password-3")  # type: ignore[index]
+    token = await client.app[ACCESS].create_token("kiosk", "operator", "admin")  # type: ignore[index]
+    async with another_browser(client) as operator:
+        assert (await sign_in(operator, "paolo", "operator-password-3")).status == 303
+        page = await operator.get("/ai-diagnostics")
+        assert page.status == 200
+        html = await page.text()
+        assert "Stored conversations" in html  # the diagnostics themselves
+        assert "Reset Sessions" not in html and "/ai-diagnostics/reset-sessions" not in html
+        assert "Who opened the diagnostics" not in html and "127.0.0.1" not in html
+        csrf = csrf_in(html)
+        resp = await operator.post("/ai-diagnostics/reset-sessions", data={"csrf_token": csrf, "confirm": "yes"},
+                                   allow_redirects=False)
+        assert resp.status == 403
+        assert "Only an administrator can reset the sessions" in await resp.text()
+        data = await (await operator.get("/api/diagnostics", headers={"X-CSRF-Token": csrf})).json()
+        assert "sessions" in data and "recent_accesses" not in data and "recent_activity" not in data
+    async with another_browser(client) as kiosk:
+        data = await (await kiosk.get("/api/diagnostics", headers={"Authorization": f"Bearer {token}"})).json()
+        assert "sessions" in data and "recent_accesses" not in data and "recent_activity" not in data
+    assert await repos.db.fetchval("SELECT COUNT(*) FROM conversations WHERE last_response_id IS NULL") == 0
+    assert await repos.audit.recent(action="sessions_reset") == []
+    # The admin still sees everything, the operator's visits included.
+    data = await (await client.get("/api/diagnostics")).json()
+    assert {a["username"] for a in data["recent_accesses"]} >= {"admin", "paolo", "token:kiosk"}
+    assert data["recent_activity"]

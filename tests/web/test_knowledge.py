@@ -17,7 +17,7 @@ from tests.conftest import API_TOKEN, ClientFactory, post_webhook
 from tests.fakes.meta import text_message
 from tests.fakes.openai_server import CallTools, FakeOpenAI, function_call_outputs
 from tests.helpers import repos_of, wait_handled
-from tests.web.helpers import CATALOGUE, admin, encrypted, indexed, make_pdf, upload_pdf
+from tests.web.helpers import CATALOGUE, admin, encrypted, flate_bomb, indexed, make_pdf, upload_pdf
 
 BEARER = {"Authorization": f"Bearer {API_TOKEN}"}
 
@@ -125,8 +125,10 @@ async def test_indexing_without_a_key_fails_with_a_reason(make_client: ClientFac
         (b"%PDF-1.4\n1 0 obj\n<< /Type /Catalog", "not a readable PDF"),
         (encrypted(make_pdf(CATALOGUE)), "password-protected"),
         (make_pdf(["", ""]), "no text the assistant can read"),
+        (flate_bomb(), "more than the server will unpack"),
+        (make_pdf(CATALOGUE)[:-200], "not a readable PDF"),
     ],
-    ids=["not-a-pdf", "truncated", "encrypted", "no-text"],
+    ids=["not-a-pdf", "truncated", "encrypted", "no-text", "flate-bomb", "cut-short"],
 )
 async def test_bad_pdfs_get_a_clear_error(client: TestClient, fake_openai: FakeOpenAI, config: Config,
                                           data: bytes, message: str) -> None:

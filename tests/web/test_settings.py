@@ -6,13 +6,17 @@ import os
 import stat
 from pathlib import Path
 
+import openai
 import orjson
 import pytest
 from aiohttp.test_utils import TestClient
 from cryptography.fernet import Fernet
 
+from bot.ai.clients import ClientPool
+from bot.ai.engine import MAX_CLIENTS
 from bot.config import Config, ConfigError
 from bot.secrets import KEY_FILE, SecretBox, SecretUnreadable, mask
+from bot.web.keys import ENGINE
 from tests.conftest import API_TOKEN, post_webhook
 from tests.fakes.meta import text_message
 from tests.fakes.openai_server import FakeOpenAI
@@ -174,6 +178,46 @@ async def test_test_connection_reports_in_words(client: TestClient, fake_openai:
     assert (await repos_of(client).assistant.get()).openai_api_key_enc is None
     calls = [r for r in fake_openai.requests if r.path.startswith("/v1/models/")]
     assert len(calls) - before == 3  # one call per press: never cached
+
+
+async def test_keys_tried_with_test_connection_do_not_pile_up_clients(client: TestClient,
+                                                                      fake_openai: FakeOpenAI) -> None:
+    csrf = await admin(client)
+    keys = [f"sk-proj-TRIED-{n:02d}-0123456789abcdefghijklmnopqrstuv" for n in range(12)]
+    for key in keys:
+        resp = await post_form(client, "/settings/test", csrf, **settings_form(openai_api_key=key))
+        assert "Connected" in await resp.text()
+    tried = {r.header("Authorization") for r in fake_openai.requests if r.path.startswith("/v1/models/")}
+    assert {f"Bearer {key}" for key in keys} <= tried  # each press used its own key...
+    pool = client.app[ENGINE]._clients  # type: ignore[index]
+    assert len(pool) == MAX_CLIENTS  # ...and only the most recent few keep a client
+    assert not any(key in repr(pool._entries) for key in keys)  # kept by hash, not by key
+    # The key in use still works after the others were tried and dropped.
+    await post_webhook(client, text_message("wamid.POOL1", "393330000123", "ciao"))
+    await wait_handled(client, 1)
+
+
+async def test_a_client_pushed_out_of_the_pool_closes_only_when_its_last_call_ends(fake_openai: FakeOpenAI) -> None:
+    made: list[openai.AsyncOpenAI] = []
+
+    def factory(api_key: str, base_url: str | None) -> openai.AsyncOpenAI:
+        made.append(openai.AsyncOpenAI(api_key=api_key, base_url=base_url, max_retries=0))
+        return made[-1]
+
+    pool = ClientPool(factory, size=2)
+    async with pool.lease("key-a", fake_openai.base_url) as held:
+        for key in ("key-b", "key-c", "key-d"):  # pushes key-a (and then key-b) out
+            async with pool.lease(key, fake_openai.base_url):
+                pass
+        assert len(pool) == 2
+        assert made[1].is_closed()  # key-b: out, and nobody was using it
+        assert not held.is_closed()  # key-a: out, but a call still holds it
+        await held.models.retrieve("gpt-4o-mini")  # and it still works
+    assert held.is_closed()  # closed as soon as that call ended
+    async with pool.lease("key-a", fake_openai.base_url) as again:
+        assert again is not held and not again.is_closed()  # a fresh client for key-a
+    await pool.close()
+    assert all(c.is_closed() for c in made)
 
 
 def test_secret_box(tmp_path: Path) -> None:
