@@ -83,7 +83,7 @@ def safe_next(target: str | None) -> str:
     """A local path to go to after signing in (anything else would be an open redirect)."""
     if not target or not target.startswith("/") or target.startswith("//") or "\\" in target:
         return HOME
-    if any(ord(ch) < 32 for ch in target) or target.startswith("/login"):
+    if any(ord(ch) < 32 or ord(ch) == 127 for ch in target) or target.startswith("/login") or target == "/":
         return HOME
     return target
 
@@ -157,7 +157,8 @@ async def auth_middleware(request: web.Request, handler: Handler) -> web.StreamR
         if api:
             return _json_error(401, "sign in, or send an API token: Authorization: Bearer <token>")
         if request.method in ("GET", "HEAD"):
-            raise web.HTTPFound(f"/login?next={quote(request.path_qs, safe='/')}")
+            target = HOME if request.path == "/" else request.path_qs
+            raise web.HTTPFound(f"/login?next={quote(target, safe='/')}")
         return _refuse(request, 401, "Your session has ended. Sign in again, then repeat what you were doing.")
     request[USER] = principal
     if principal.via == "session" and request.method not in _SAFE_METHODS:
@@ -210,6 +211,12 @@ def _login_page(request: web.Request, *, status: int = 200, error: str | None = 
     response.set_cookie(LOGIN_CSRF_COOKIE, csrf, path="/login", httponly=True, samesite="Strict",
                         secure=is_https(request))
     return response
+
+
+@routes.get("/")
+async def home(request: web.Request) -> web.Response:
+    """The address the server prints: signed-in users start in the inbox (others were sent to sign in)."""
+    raise web.HTTPFound(HOME)
 
 
 @routes.get("/login")
