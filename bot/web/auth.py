@@ -22,6 +22,7 @@ from aiohttp import web
 from aiohttp.typedefs import Handler
 
 from bot.ai.privacy import mask_phone
+from bot.texts import plural
 from bot.web.access import SESSION_TTL_SECONDS, Access, Principal, client_ip, in_networks
 from bot.web.keys import ACCESS, REPOS, USER
 from bot.web.pages import render
@@ -243,7 +244,7 @@ async def login(request: web.Request) -> web.Response:
         seconds = math.ceil(wait)
         log.warning("sign_in_throttled", ip=ip, wait=seconds)
         return _login_page(request, status=429, username=username, headers={"Retry-After": str(seconds)},
-                           error=f"Too many attempts. Wait {seconds} seconds, then try again.")
+                           error=f"Too many attempts. Wait {plural(seconds, 'second')}, then try again.")
     signed = await access.sign_in(username, password, ip)
     repos = request.app[REPOS]
     if signed is None:
