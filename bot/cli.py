@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import difflib
 import gc
 import importlib
 import signal
@@ -13,11 +14,13 @@ from collections.abc import Sequence
 import structlog
 from aiohttp import web
 
+from bot import readiness
 from bot.app import build_app
 from bot.commands import COMMANDS
 from bot.config import Config, ConfigError
 from bot.logs import configure_logging
 from bot.tools import ToolConfigError
+from bot.web.keys import STORED_SETTINGS
 
 log = structlog.get_logger("bot")
 
@@ -75,7 +78,11 @@ async def start_server(app: web.Application, config: Config) -> web.AppRunner:
 
 async def serve(config: Config) -> None:
     """Run until SIGTERM or SIGINT, then stop gracefully."""
-    runner = await start_server(build_app(config), config)
+    app = build_app(config)
+    runner = await start_server(app, config)
+    # After setup: the settings page's stored key (in the database, now open) counts too.
+    for problem in await readiness.check(config, app[STORED_SETTINGS]):
+        log.warning("setting_missing", setting=problem.setting, effect=problem.effect, fix=problem.fix)
     tune_gc()
     log.info("listening", url=f"http://{config.host}:{config.port}", data_dir=str(config.data_dir))
     stop = asyncio.Event()
@@ -102,14 +109,26 @@ def _run_command(name: str, argv: list[str], data_dir: str | None) -> int:
     return result
 
 
+def unknown_command(name: str) -> str:
+    """What to say for a mistyped command: the nearest one, and every one there is."""
+    close = difflib.get_close_matches(name, COMMANDS, n=1)
+    guess = f"; did you mean {close[0]!r}?" if close else "."
+    return (f"unknown command {name!r}{guess} Commands: {', '.join(sorted(COMMANDS))}. "
+            "With no command, run.py serves (run.py --help for its options).")
+
+
 def main(argv: Sequence[str]) -> int:
     """Entry point for run.py."""
     argv = list(argv)
-    configure_logging()
     # `--data-dir D` may come before the command name; pull it out so every command honours it.
     data_dir: str | None = None
     if len(argv) >= 2 and argv[0] == "--data-dir":
         data_dir, argv = argv[1], argv[2:]
+    # Serving takes options only, so a first word that is not an option was meant as a command.
+    if argv and not argv[0].startswith("-") and argv[0] not in COMMANDS:
+        print(f"run.py: {unknown_command(argv[0])}", file=sys.stderr)
+        return 2
+    configure_logging()
     if argv and argv[0] in COMMANDS:
         rest = argv[1:]
         if "--data-dir" in rest:

@@ -46,6 +46,11 @@ TEXTS: dict[str, dict[str, str]] = {
 }
 
 
+def plural(count: int, singular: str, many: str | None = None) -> str:
+    """A count with its English noun: "1 page", "3 pages" (`many` for irregular plurals)."""
+    return f"{count} {singular if count == 1 else many or singular + 's'}"
+
+
 def text(key: str, language: str | None, **values: str) -> str:
     """A fixed text in the customer's language, falling back to English."""
     variants = TEXTS[key]

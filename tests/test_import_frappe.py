@@ -42,7 +42,7 @@ async def test_valid_files_are_imported(tmp_path: Path) -> None:
     config = Config(data_dir=tmp_path / "data", human_cooldown_seconds=300)
     report = await import_sessions(config, files, "100000000000001", now=now)
     assert report.problems == []
-    assert any("1 response ids belong to no session" in n for n in report.notes)
+    assert any("1 response id belongs to no session" in n for n in report.notes)
     got = await rows(config)
     assert [(r["wa_id"], r["session_id"], r["last_response_id"], r["language"]) for r in got] == [
         ("393331234567", "session_1", "resp_abc", "it"),
@@ -95,5 +95,5 @@ def test_command_line(tmp_path: Path) -> None:
         capture_output=True, text=True, timeout=60, cwd=ROOT,
     )
     assert result.returncode == 0, result.stderr
-    assert "imported 1 new conversations" in result.stdout
+    assert "imported 1 new conversation," in result.stdout
     assert (tmp_path / "data" / "bot.db").exists()

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import time
+from typing import Any
 
 from aiohttp.test_utils import TestClient
 
@@ -214,3 +215,29 @@ async def test_test_chats_stay_out_of_the_whatsapp_counts(client: TestClient, fa
     diagnostics = await (await client.get("/api/diagnostics", headers=AUTH)).json()
     text = str(diagnostics)
     assert "'incoming': 1" in text and "'outgoing': 1" in text
+
+
+async def test_a_failed_reply_shows_in_the_list_and_the_thread(client: TestClient, fake_graph: FakeGraph) -> None:
+    from tests.fakes.graph_server import GraphFailure
+
+    async def latest_reply_is(*statuses: str) -> bool:
+        status = await repos_of(client).db.fetchval("SELECT status FROM outbox ORDER BY id DESC LIMIT 1")
+        return status in statuses
+
+    async def listed() -> dict[str, Any]:
+        page = await (await client.get("/api/conversations", headers=AUTH)).json()
+        return dict(page["conversations"][0])
+
+    fake_graph.errors.append(GraphFailure.re_engagement())  # Meta refuses the reply for good
+    await post_webhook(client, text_message("wamid.F1", PHONE, "Ciao", name="Franco"))
+    await wait_until(lambda: latest_reply_is("failed"), what="the refused reply")
+    conv = await listed()
+    assert conv["last_outbound_status"] == "failed"
+    assert conv["state"] == "ai"  # shown beside the state: a failed send does not change it
+    thread = await (await client.get(f"/api/conversations/{PHONE}/messages", headers=AUTH)).json()
+    assert thread["conversation"]["last_outbound_status"] == "failed"
+
+    # The next reply goes out: the conversation is no longer shown as failed.
+    await post_webhook(client, text_message("wamid.F2", PHONE, "Ci sei?", name="Franco"))
+    await wait_until(lambda: latest_reply_is("sent", "delivered", "read"), what="the reply that went out")
+    assert (await listed())["last_outbound_status"] == "sent"

@@ -6,6 +6,7 @@ import argparse
 import asyncio
 import getpass
 import sys
+import warnings
 
 from bot.config import Config
 from bot.persistence.database import Database
@@ -27,11 +28,30 @@ def _parser() -> argparse.ArgumentParser:
     return parser
 
 
+NO_TERMINAL = (
+    "add-user: there is no terminal to type the password in (or the input ended), so nothing was changed.\n"
+    "From a script, pass the password on standard input:\n"
+    "  printf '%s\\n' \"$PASSWORD\" | .venv/bin/python run.py add-user NAME --password-stdin"
+)
+EMPTY_STDIN = "add-user: --password-stdin found no password: it reads the first line of standard input."
+
+
+class NoTerminal(Exception):
+    """There is nobody to ask for the password."""
+
+
 def _read_password(from_stdin: bool) -> str | None:
     if from_stdin:
         return sys.stdin.readline().rstrip("\r\n")
-    first = getpass.getpass("Password: ")
-    second = getpass.getpass("Password again: ")
+    try:
+        with warnings.catch_warnings():
+            # Without a terminal getpass falls back to reading stdin and would show the password as it is
+            # typed: refuse instead.
+            warnings.simplefilter("error", getpass.GetPassWarning)
+            first = getpass.getpass("Password: ")
+            second = getpass.getpass("Password again: ")
+    except (EOFError, getpass.GetPassWarning):
+        raise NoTerminal from None
     if first != second:
         print("The two passwords differ; nothing was changed.", file=sys.stderr)
         return None
@@ -46,9 +66,16 @@ async def run(config: Config, argv: list[str]) -> int:
     if problem:
         print(problem, file=sys.stderr)
         return 2
-    password = await asyncio.to_thread(_read_password, args.password_stdin)
+    try:
+        password = await asyncio.to_thread(_read_password, args.password_stdin)
+    except NoTerminal:
+        print(NO_TERMINAL, file=sys.stderr)
+        return 2
     if password is None:
         return 1
+    if args.password_stdin and not password:
+        print(EMPTY_STDIN, file=sys.stderr)
+        return 2
     problem = password_problem(password)
     if problem:
         print(problem, file=sys.stderr)

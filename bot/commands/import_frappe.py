@@ -13,6 +13,7 @@ import orjson
 
 from bot.config import Config
 from bot.persistence.database import Database
+from bot.texts import plural
 
 THREADS = "ai_whatsapp_threads.json"  # phone → session id
 RESPONSES = "ai_whatsapp_responses.json"  # session id → last response id
@@ -127,11 +128,13 @@ async def import_sessions(config: Config, folder: Path, phone_number_id: str, *,
                     updated += 1
             orphans = set(responses) - set(threads.values())
             if orphans:
-                report.notes.append(f"{RESPONSES}: {len(orphans)} response ids belong to no session in {THREADS}; "
+                report.notes.append(f"{RESPONSES}: {plural(len(orphans), 'response id')} "
+                                    f"{'belongs' if len(orphans) == 1 else 'belong'} to no session in {THREADS}; "
                                     "skipped")
     finally:
         await db.close()
-    report.notes.insert(0, f"imported {imported} new conversations, updated {updated} existing ones")
+    report.notes.insert(0, f"imported {plural(imported, 'new conversation')}, "
+                           f"updated {plural(updated, 'existing one')}")
     return report
 
 

@@ -13,6 +13,7 @@ from pathlib import Path
 from bot.config import Config
 from bot.persistence.crm import ProductInput, ProductRepo
 from bot.persistence.database import Database
+from bot.texts import plural
 from bot.tools.money import PriceError, parse_price
 
 REQUIRED = ("sku", "name", "price")
@@ -158,6 +159,6 @@ async def run(config: Config, argv: list[str]) -> int:
         added, updated = await ProductRepo(db).upsert_many(report.products)
     finally:
         await db.close()
-    skipped = f", {len(report.rejected)} rows skipped" if report.rejected else ""
-    print(f"imported {added + updated} products from {path} ({added} new, {updated} updated){skipped}")
+    skipped = f", {plural(len(report.rejected), 'row')} skipped" if report.rejected else ""
+    print(f"imported {plural(added + updated, 'product')} from {path} ({added} new, {updated} updated){skipped}")
     return 0

@@ -64,6 +64,8 @@ def conversation_json(conv: Conversation, row: Any, now: float) -> dict[str, Any
         "language": conv.language,
         "is_test": conv.is_test,
         "last_message": row["last_message_preview"],
+        # A failed send leaves `state` alone (the AI may answer again, a person may hold it): shown beside it.
+        "last_outbound_status": row["last_outbound_status"],
         "last_activity_at": row["last_activity_at"],
         "last_inbound_at": conv.last_inbound_at,
     }
@@ -97,7 +99,9 @@ async def list_conversations(request: web.Request) -> web.Response:
         params = [like]
     n = len(params)
     rows = await request.app[REPOS].db.fetch(
-        "SELECT c.*, k.name AS contact_name FROM conversations c LEFT JOIN contacts k "
+        "SELECT c.*, k.name AS contact_name, (SELECT o.status FROM outbox o WHERE o.phone_number_id = "
+        "c.phone_number_id AND o.customer_id = c.customer_id ORDER BY o.id DESC LIMIT 1) AS last_outbound_status "
+        "FROM conversations c LEFT JOIN contacts k "
         "ON k.phone_number_id = c.phone_number_id AND k.customer_id = c.customer_id "
         f"{where} ORDER BY c.needs_human DESC, c.last_activity_at DESC LIMIT ${n + 1} OFFSET ${n + 2}",
         *params, limit, offset,
@@ -136,8 +140,9 @@ async def list_messages(request: web.Request) -> web.Response:
         for r in outbound
     )
     messages.sort(key=lambda m: m["created_at"])
-    return _json({"conversation": conversation_json(conv, {"last_message_preview": None,
-                                                          "last_activity_at": None}, time.time()),
+    latest_out = outbound[-1]["status"] if outbound else None
+    return _json({"conversation": conversation_json(conv, {"last_message_preview": None, "last_activity_at": None,
+                                                          "last_outbound_status": latest_out}, time.time()),
                   "messages": messages})
 
 

@@ -22,6 +22,7 @@ from aiohttp import web
 from aiohttp.typedefs import Handler
 
 from bot.ai.privacy import mask_phone
+from bot.texts import plural
 from bot.web.access import SESSION_TTL_SECONDS, Access, Principal, client_ip, in_networks
 from bot.web.keys import ACCESS, REPOS, USER
 from bot.web.pages import render
@@ -93,7 +94,7 @@ def safe_next(target: str | None) -> str:
     """A local path to go to after signing in (anything else would be an open redirect)."""
     if not target or not target.startswith("/") or target.startswith("//") or "\\" in target:
         return HOME
-    if any(ord(ch) < 32 for ch in target) or target.startswith("/login"):
+    if any(ord(ch) < 32 or ord(ch) == 127 for ch in target) or target.startswith("/login") or target == "/":
         return HOME
     return target
 
@@ -167,7 +168,8 @@ async def auth_middleware(request: web.Request, handler: Handler) -> web.StreamR
         if api:
             return _json_error(401, "sign in, or send an API token: Authorization: Bearer <token>")
         if request.method in ("GET", "HEAD"):
-            raise web.HTTPFound(f"/login?next={quote(request.path_qs, safe='/')}")
+            target = HOME if request.path == "/" else request.path_qs
+            raise web.HTTPFound(f"/login?next={quote(target, safe='/')}")
         return _refuse(request, 401, "Your session has ended. Sign in again, then repeat what you were doing.")
     request[USER] = principal
     if principal.via == "session" and request.method not in _SAFE_METHODS:
@@ -225,6 +227,12 @@ def _login_page(request: web.Request, *, status: int = 200, error: str | None = 
     return response
 
 
+@routes.get("/")
+async def home(request: web.Request) -> web.Response:
+    """The address the server prints: signed-in users start in the inbox (others were sent to sign in)."""
+    raise web.HTTPFound(HOME)
+
+
 @routes.get("/login")
 async def login_form(request: web.Request) -> web.Response:
     """The sign-in page."""
@@ -249,7 +257,7 @@ async def login(request: web.Request) -> web.Response:
         seconds = math.ceil(wait)
         log.warning("sign_in_throttled", ip=ip, wait=seconds)
         return _login_page(request, status=429, username=username, headers={"Retry-After": str(seconds)},
-                           error=f"Too many attempts. Wait {seconds} seconds, then try again.")
+                           error=f"Too many attempts. Wait {plural(seconds, 'second')}, then try again.")
     # Counted as failed before the (slow) password check, with no await in between: attempts sent
     # all at once are all counted, and the ones past the limit wait.
     attempt = access.throttle.reserve(ip, username)

@@ -8,16 +8,19 @@ orders stay).
 from __future__ import annotations
 
 import time
+from dataclasses import asdict
 from typing import Any
 
 import orjson
 import structlog
 from aiohttp import web
 
+from bot import readiness
 from bot.actors.conversation import Reload
 from bot.secrets import mask
+from bot.texts import plural
 from bot.web.auth import audit_fields, principal_of
-from bot.web.keys import BUILD, DATABASE, KEY_CHECKER, REGISTRY, REPOS, SETTINGS, STORED_SETTINGS, TOOLS
+from bot.web.keys import BUILD, CONFIG, DATABASE, KEY_CHECKER, REGISTRY, REPOS, SETTINGS, STORED_SETTINGS, TOOLS
 from bot.web.pages import render
 from bot.web.settings_page import knowledge_json
 
@@ -48,6 +51,7 @@ async def collect(app: web.Application, *, audit: bool) -> dict[str, Any]:
     registry = app.get(REGISTRY)
     tools = app.get(TOOLS)
     data: dict[str, Any] = {
+        "readiness": [asdict(p) for p in await readiness.check(app[CONFIG], app[STORED_SETTINGS])],
         "code": {
             "version": build.version,
             "commit": build.commit,
@@ -108,7 +112,10 @@ async def diagnostics_page(request: web.Request) -> web.Response:
     await request.app[REPOS].audit.record("view_diagnostics", **audit_fields(request))
     data = await collect(request.app, audit=principal_of(request).is_admin)
     reset = request.query.get("reset")
-    notice = f"Sessions reset: {reset} conversations start afresh." if reset and reset.isdigit() else None
+    notice = None
+    if reset and reset.isdigit():
+        count = int(reset)
+        notice = f"Sessions reset: {plural(count, 'conversation')} {'starts' if count == 1 else 'start'} afresh."
     return render(request, "diagnostics.html", d=data, notice=notice, error=None)
 
 
@@ -133,6 +140,7 @@ async def reset_sessions(request: web.Request) -> web.Response:
                       error="Nothing was reset: tick “Yes, reset every session” to confirm.")
     count = await request.app[REPOS].conversations.reset_sessions()
     request.app[REGISTRY].tell_all(Reload())  # live actors drop the chains they hold in memory
-    await request.app[REPOS].audit.record("sessions_reset", detail=f"{count} conversations", **audit_fields(request))
+    await request.app[REPOS].audit.record("sessions_reset", detail=plural(count, "conversation"),
+                                          **audit_fields(request))
     log.warning("sessions_reset", count=count, user=principal_of(request).username)
     raise web.HTTPSeeOther(f"/ai-diagnostics?reset={count}")

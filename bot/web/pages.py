@@ -11,6 +11,7 @@ import jinja2
 from aiohttp import web
 
 import bot
+from bot.texts import plural
 from bot.web.keys import TEMPLATES, USER
 
 
@@ -32,7 +33,7 @@ def _ago(timestamp: float | None) -> str:
         return f"{seconds // 60} min ago"
     if seconds < 86400:
         return f"{seconds // 3600} h ago"
-    return f"{seconds // 86400} days ago"
+    return f"{plural(seconds // 86400, 'day')} ago"
 
 
 def _duration(seconds: float) -> str:
@@ -59,6 +60,7 @@ def make_templates() -> jinja2.Environment:
     env.filters["when"] = _when
     env.filters["ago"] = _ago
     env.filters["duration"] = _duration
+    env.filters["plural"] = plural  # {{ n | plural("page") }}: "1 page", "2 pages"
     return env
 
 

@@ -17,6 +17,7 @@ from bot.ai.knowledge import MAX_PDF_BYTES, KnowledgeError
 from bot.domain.knowledge import KnowledgeDoc
 from bot.persistence.users import UserExists
 from bot.stored_settings import SettingsView, Validated, validate
+from bot.texts import plural
 from bot.web.auth import CSRF_FIELD, audit_fields, checks_csrf_itself, csrf_ok, principal_of
 from bot.web.keys import ACCESS, KEY_CHECKER, KNOWLEDGE, REPOS, SETTINGS, STORED_SETTINGS
 from bot.web.pages import render
@@ -27,6 +28,9 @@ routes = web.RouteTableDef()
 
 NOTICES = {
     "saved": "Saved. The changes apply from the next customer message; no restart needed.",
+    "saved_unused": "Saved, but not in use: “Use stored settings” is not ticked, so the server keeps running on "
+                    "its environment settings (OPENAI_API_KEY, BOT_MODEL, …). Tick it and press Save to use the "
+                    "values on this page. The knowledge base settings apply either way.",
     "user_added": "User added. Give them their password in person or by phone, not by email.",
     "user_deleted": "User removed.",
     "token_revoked": "Token revoked: software using it is locked out from now on.",
@@ -75,11 +79,15 @@ async def _page(request: web.Request, *, status: int = 200, values: dict[str, An
     repos = request.app[REPOS]
     view = await stored.view()
     doc = await repos.knowledge.get()
+    done = request.query.get("done", "")
     if notice is None:
-        notice = NOTICES.get(request.query.get("done", ""))
+        notice = NOTICES.get(done)
     return render(
         request, "settings.html", status=status,
         view=view, values=values or view.values(), errors=errors or {}, notice=notice, test=test,
+        notice_warns=done == "saved_unused",
+        # Something was saved on this page, but turns run on the env values: say so next to the box.
+        stored_unused=not view.use_stored and view.updated_at is not None,
         kb=knowledge_json(doc, enabled=view.kb_enabled), max_pdf_mb=MAX_PDF_BYTES // (1024 * 1024),
         users=await repos.users.all(), tokens=await repos.users.tokens(), new_token=new_token,
         user_error=user_error, token_error=token_error, kb_error=kb_error,
@@ -115,7 +123,7 @@ async def save_settings(request: web.Request) -> web.Response:
         return await _page(request, status=400, values=checked.values, errors=checked.errors,
                            notice="Nothing was saved: please correct the fields marked below.")
     await _apply(request, checked, before)
-    raise web.HTTPSeeOther("/settings?done=saved")
+    raise web.HTTPSeeOther("/settings?done=saved" if checked.values["use_stored"] else "/settings?done=saved_unused")
 
 
 @routes.post("/settings/test")
@@ -195,7 +203,8 @@ async def upload_pdf(request: web.Request) -> web.Response:
         await request.app[REPOS].audit.record("knowledge_refused", detail=f"{filename}: {exc}",
                                               **audit_fields(request))
         return await _page(request, status=400, kb_error=str(exc))
-    await request.app[REPOS].audit.record("knowledge_uploaded", detail=f"{doc.filename} ({doc.pages} pages)",
+    pages = plural(doc.pages or 0, "page")
+    await request.app[REPOS].audit.record("knowledge_uploaded", detail=f"{doc.filename} ({pages})",
                                           **audit_fields(request))
     raise web.HTTPSeeOther("/settings?done=uploaded#knowledge")
 

@@ -6,27 +6,20 @@ Screenshots of each page (phone and desktop widths) go to test-artifacts/. Skipp
 from __future__ import annotations
 
 import re
-from collections.abc import AsyncIterator, Awaitable, Callable
-from pathlib import Path
 from typing import Any
 
 import aiohttp
 import pytest
 from aiohttp.test_utils import TestServer
-from aiohttp.web import Application
 
-from bot.app import build_app
-from bot.config import Config
 from bot.web.keys import REPOS
-from tests.conftest import APP_SECRET, make_config
-from tests.fakes.graph_server import FakeGraph
+from tests.browser.conftest import ARTIFACTS, CHROMIUM
+from tests.conftest import APP_SECRET
 from tests.fakes.meta import signed, text_message
 from tests.fakes.openai_server import FakeOpenAI
 from tests.helpers import wait_until
 from tests.web.helpers import ADMIN_PASSWORD, CATALOGUE, OPENAI_KEY, make_pdf
 
-CHROMIUM = Path("/usr/bin/chromium")
-ARTIFACTS = Path(__file__).resolve().parents[2] / "test-artifacts"
 PHONE = {"width": 380, "height": 800}
 DESKTOP = {"width": 1280, "height": 900}
 
@@ -40,33 +33,6 @@ pytestmark = [
                                                      "(apt-get install chromium)"),
     pytest.mark.skipif(async_playwright is None, reason="needs the playwright Python package"),
 ]
-
-
-@pytest.fixture
-async def browser() -> AsyncIterator[Browser]:
-    """A headless Chromium driven through playwright's async API (the sync API cannot run in a loop)."""
-    async with async_playwright() as p:
-        chromium = await p.chromium.launch(
-            executable_path=str(CHROMIUM),
-            args=["--no-sandbox", "--disable-gpu", "--disable-background-networking", "--disable-component-update",
-                  "--disable-sync"],
-        )
-        try:
-            yield chromium
-        finally:
-            await chromium.close()
-
-
-@pytest.fixture
-async def server(
-    aiohttp_server: Callable[[Application], Awaitable[TestServer]],
-    tmp_path: Path,
-    fake_openai: FakeOpenAI,
-    fake_graph: FakeGraph,
-) -> TestServer:
-    """The real app on a real loopback port."""
-    config: Config = make_config(tmp_path, fake_openai, fake_graph)
-    return await aiohttp_server(build_app(config))
 
 
 def _url(server: TestServer, path: str) -> str:
@@ -186,7 +152,7 @@ async def test_sign_in_save_settings_upload_and_diagnostics(
     await page.click("text=Reset Sessions")
     await page.wait_for_url(re.compile(r"reset=1$"))
     assert dialogs and dialogs[0].startswith("Reset every session?")
-    assert "Sessions reset: 1 conversations" in await page.inner_text("main")
+    assert "Sessions reset: 1 conversation starts afresh." in await page.inner_text("main")
 
     await page.click("text=Sign out")
     await page.wait_for_url(re.compile(r"/login$"))

@@ -58,7 +58,8 @@ async def test_good_rows_are_imported_and_bad_rows_reported_by_line(
     # Importing again updates by sku.
     csv_file.write_text("sku;name;price\nA-1;Pane Nero;4,10\n", encoding="utf-8")
     assert await run(config, [str(csv_file)]) == 0
-    assert "1 updated" in capsys.readouterr().out
+    out = capsys.readouterr().out
+    assert "imported 1 product from" in out and "1 updated" in out  # not "1 products"
     assert (await products(config))["A-1"] == ("Pane Nero", 410, 0, True)
 
 

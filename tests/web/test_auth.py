@@ -97,13 +97,33 @@ async def test_html_pages_redirect_to_sign_in_and_back(client: TestClient) -> No
     assert "AI Assistant Settings" in await page.text()
 
 
+async def test_the_root_address_leads_to_the_inbox(client: TestClient) -> None:
+    # Signed out: to the sign-in page, heading for the inbox (not back to "/").
+    resp = await client.get("/", allow_redirects=False)
+    assert resp.status == 302
+    location = URL(resp.headers["Location"])
+    assert location.path == "/login" and location.query["next"] == "/inbox"
+    login = await client.get(resp.headers["Location"])
+    assert 'name="next" value="/inbox"' in await login.text()
+    # Signed in: straight to the inbox, and a sign-in heading for "/" lands there in one step.
+    resp = await sign_in(client, next_path="/")
+    assert resp.status == 303 and resp.headers["Location"] == "/inbox"
+    resp = await client.get("/", allow_redirects=False)
+    assert resp.status == 302 and resp.headers["Location"] == "/inbox"
+    page = await client.get("/")
+    assert page.status == 200 and page.url.path == "/inbox"
+    assert 'id="conversations"' in await page.text()
+
+
 async def test_sign_in_wrong_password_and_open_redirects(client: TestClient) -> None:
     resp = await sign_in(client, password="wrong-password")
     assert resp.status == 401
     assert "Wrong username or password" in await resp.text()
     resp = await sign_in(client, username="nobody", password="whatever-it-is")
     assert resp.status == 401
-    for evil in ("https://evil.example/", "//evil.example/x", "/\\evil.example"):
+    for evil in ("https://evil.example/", "//evil.example/x", "/\\evil.example", "/\t/evil.example",
+                 "/\n/evil.example", "/\x7f/evil.example", "javascript:alert(1)", "evil.example", " //evil.example",
+                 "/login?next=//evil.example"):
         resp = await sign_in(client, next_path=evil)
         assert resp.status == 303
         assert resp.headers["Location"] == "/inbox"

@@ -7,13 +7,15 @@ from pathlib import Path
 import orjson
 from aiohttp.test_utils import TestClient
 
+from bot import readiness
+from bot.config import Config
 from bot.web.keys import ACCESS
 from tests.conftest import API_TOKEN, ClientFactory, post_webhook
 from tests.fakes.graph_server import FakeGraph, GraphFailure
 from tests.fakes.meta import text_message
 from tests.fakes.openai_server import FakeOpenAI
 from tests.helpers import repos_of, wait_handled, wait_until
-from tests.web.helpers import admin, another_browser, csrf_in, post_form, sign_in
+from tests.web.helpers import OPENAI_KEY, admin, another_browser, csrf_in, post_form, settings_form, sign_in
 
 BEARER = {"Authorization": f"Bearer {API_TOKEN}"}
 ANNA, BRUNO = "393330000001", "393330000002"
@@ -187,3 +189,45 @@ async def test_operators_may_look_but_not_reset_nor_see_who_else_looked(
     data = await (await client.get("/api/diagnostics")).json()
     assert {a["username"] for a in data["recent_accesses"]} >= {"admin", "paolo", "token:kiosk"}
     assert data["recent_activity"]
+
+
+async def test_missing_key_and_app_secret_are_explained_with_the_fix(make_client: ClientFactory) -> None:
+    client = await make_client(openai_api_key="", openai_base_url=None, whatsapp_app_secret="")
+    csrf = await admin(client)
+    d = await (await client.get("/api/diagnostics")).json()
+    missing = {p["setting"]: p for p in d["readiness"]}
+    assert set(missing) == {"OPENAI_API_KEY", "WHATSAPP_APP_SECRET"}
+    assert "Set OPENAI_API_KEY" in missing["OPENAI_API_KEY"]["fix"]
+    page = await (await client.get("/ai-diagnostics")).text()
+    assert "Needs attention" in page and "App settings → Basic" in page
+
+    # A key saved on the settings page but with the box unticked is still not in use: said so, with its fix.
+    form = settings_form(use_stored=None, openai_api_key=OPENAI_KEY)
+    assert (await post_form(client, "/settings", csrf, **form)).status == 303
+    d = await (await client.get("/api/diagnostics")).json()
+    key = next(p for p in d["readiness"] if p["setting"] == "OPENAI_API_KEY")
+    assert "“Use stored settings” is not ticked" in key["effect"]
+    assert "Tick “Use stored settings”" in key["fix"]
+    # (Ticking it would make the key check call the real OpenAI: problems() below covers that case.)
+
+
+def test_readiness_rules() -> None:
+    complete = Config(openai_api_key="sk-x", whatsapp_app_secret="s", whatsapp_access_token="t")
+    assert readiness.problems(complete, key_in_use=True, key_saved_unused=False) == []
+    no_key = complete.with_overrides(openai_api_key="")
+    assert [p.setting for p in readiness.problems(no_key, key_in_use=False, key_saved_unused=False)] == [
+        "OPENAI_API_KEY"]
+    assert readiness.problems(no_key, key_in_use=True, key_saved_unused=False) == []  # stored and ticked
+    # A local OpenAI-compatible server may take no key at all.
+    local = no_key.with_overrides(openai_base_url="http://127.0.0.1:11434/v1")
+    assert readiness.problems(local, key_in_use=False, key_saved_unused=False) == []
+    bare = Config()
+    assert [p.setting for p in readiness.problems(bare, key_in_use=False, key_saved_unused=True)] == [
+        "OPENAI_API_KEY", "WHATSAPP_APP_SECRET", "WHATSAPP_ACCESS_TOKEN"]
+
+
+async def test_a_complete_set_up_needs_no_attention(client: TestClient) -> None:
+    await admin(client)
+    d = await (await client.get("/api/diagnostics")).json()
+    assert d["readiness"] == []
+    assert "Needs attention" not in await (await client.get("/ai-diagnostics")).text()

@@ -17,7 +17,7 @@ from tests.conftest import API_TOKEN, ClientFactory, post_webhook
 from tests.fakes.meta import text_message
 from tests.fakes.openai_server import CallTools, FakeOpenAI, function_call_outputs
 from tests.helpers import repos_of, wait_handled
-from tests.web.helpers import CATALOGUE, admin, encrypted, flate_bomb, indexed, make_pdf, upload_pdf
+from tests.web.helpers import CATALOGUE, admin, encrypted, flate_bomb, indexed, make_pdf, post_form, upload_pdf
 
 BEARER = {"Authorization": f"Bearer {API_TOKEN}"}
 
@@ -263,3 +263,17 @@ def test_read_pdf_and_query_helpers(tmp_path: Path) -> None:
     assert len(text.pages) == 2 and "perché" in text.pages[1]
     assert fts_query('spedizione "estero" OR NOT') == '"spedizione" OR "estero" OR "OR" OR "NOT"'
     assert fts_query("  ;;  ") == ""
+
+
+async def test_counts_are_written_in_the_singular_for_one(client: TestClient) -> None:
+    await _configure(client, mode="local")
+    csrf = await admin(client)
+    await upload_pdf(client, csrf, make_pdf(CATALOGUE[:1]), filename="listino.pdf")
+    await indexed(client)
+    page = await (await client.get("/settings")).text()
+    assert "“listino.pdf” (1 page, local search)" in page and "1 pages" not in page
+    activity = await repos_of(client).audit.recent(5)
+    assert any(a["detail"] == "listino.pdf (1 page)" for a in activity)
+    resp = await post_form(client, "/ai-diagnostics/reset-sessions", csrf, confirm="yes")
+    page = await (await client.get(resp.headers["Location"])).text()
+    assert "Sessions reset: 0 conversations start afresh." in page

@@ -97,6 +97,36 @@ async def test_round_trip_applies_on_the_next_turn_and_the_key_is_never_readable
     assert stat.S_IMODE(os.stat(key_file).st_mode) == 0o600
 
 
+async def test_saving_with_the_box_unticked_says_the_values_are_not_in_use(
+    client: TestClient, fake_openai: FakeOpenAI, config: Config
+) -> None:
+    csrf = await admin(client)
+    assert 'id="stored-unused"' not in await (await client.get("/settings")).text()  # nothing saved yet
+
+    resp = await post_form(client, "/settings", csrf, **settings_form(use_stored=None, model="gpt-4.1-mini"))
+    assert resp.status == 303 and resp.headers["Location"] == "/settings?done=saved_unused"
+    page = await (await client.get(resp.headers["Location"])).text()
+    assert "Saved, but not in use" in page and "Tick it and press Save" in page
+    assert "The changes apply from the next customer message" not in page
+    assert 'id="stored-unused"' in page  # next to the box, for as long as it stays unticked
+    assert 'class="alert warn"' in page
+    # What the page says is what happens: diagnostics and the next turn both run on the env values.
+    diagnostics = await (await client.get("/api/diagnostics")).json()
+    assert diagnostics["settings"]["use_stored_settings"] is False
+    assert diagnostics["settings"]["model"] == config.model != "gpt-4.1-mini"
+    await post_webhook(client, text_message("wamid.U1", "393331112222", "Ciao"))
+    await wait_handled(client, 1)
+    assert fake_openai.responses_requests()[-1]["model"] == config.model
+
+    resp = await post_form(client, "/settings", csrf, **settings_form(model="gpt-4.1-mini"))
+    assert resp.headers["Location"] == "/settings?done=saved"
+    page = await (await client.get(resp.headers["Location"])).text()
+    assert "Saved. The changes apply from the next customer message" in page
+    assert 'id="stored-unused"' not in page
+    diagnostics = await (await client.get("/api/diagnostics")).json()
+    assert diagnostics["settings"]["model"] == "gpt-4.1-mini"
+
+
 async def test_errors_are_shown_next_to_the_fields_and_what_was_typed_is_kept(client: TestClient) -> None:
     csrf = await admin(client)
     form = settings_form(model="", human_cooldown_seconds="-5", reaction="1", reaction_emoji="🤖🤖🤖🤖🤖🤖🤖🤖🤖🤖🤖",

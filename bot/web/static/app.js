@@ -33,7 +33,7 @@ document.addEventListener("DOMContentLoaded", () => {
             status.dataset.status = kb.status;
             status.className = "status status-" + kb.status;
             status.textContent = kb.status === "ready"
-              ? "Ready: “" + kb.filename + "” (" + kb.pages + " pages)."
+              ? "Ready: “" + kb.filename + "” (" + kb.pages + (kb.pages === 1 ? " page)." : " pages).")
                 + (kb.enabled ? " The assistant uses it from now on." : " Tick “Enable PDF knowledge base” to use it.")
               : "Failed: " + (kb.error || "unknown reason");
             return;
