@@ -41,6 +41,7 @@ from bot.persistence import outbox as outbox_sql
 from bot.persistence.conversations import Conversation, ConversationRepo
 from bot.persistence.crm import Contact
 from bot.persistence.database import Conflict, DatabaseUnavailable, Stmt
+from bot.persistence.events import event_stmt
 from bot.settings import RuntimeSettings, SettingsSource
 from bot.texts import text as fixed_text
 from bot.tools.core import ToolContext, TurnActions
@@ -402,7 +403,8 @@ class ConversationActor(Actor[ConversationKey]):
             await self._commit(batch, unit, conv)
             return reply
         if _asks_for_human("\n".join(texts), settings.handoff_keywords):
-            await self._commit(batch, self._handoff_unit(unit, language), _needs_human(conv, now))
+            await self._commit(batch, self._handoff_unit(unit, language, "the customer asked for a person"),
+                               _needs_human(conv, now))
             return "handoff"
         if conv.paused:
             conv = replace(conv, paused=False, paused_until=None)  # the cooldown ran out: the AI is back
@@ -420,7 +422,8 @@ class ConversationActor(Actor[ConversationKey]):
             self.contact = None  # a tool changed it: read it again next turn
         if actions.handoff_reason is not None:
             # A tool handed off: the model's draft is dropped, the customer hears the hand-off text.
-            await self._commit(batch, self._handoff_unit(unit, language), _needs_human(conv, now))
+            await self._commit(batch, self._handoff_unit(unit, language, actions.handoff_reason),
+                               _needs_human(conv, now))
             return "handoff"
         reply = answer.text or fixed_text("fallback", language)
         unit.messages = [OutboundMessage("text", part) for part in split_text(reply)]
@@ -429,10 +432,12 @@ class ConversationActor(Actor[ConversationKey]):
         await self._commit(batch, unit, new)
         return "answered"
 
-    @staticmethod
-    def _handoff_unit(unit: _Unit, language: str | None) -> _Unit:
+    def _handoff_unit(self, unit: _Unit, language: str | None, reason: str) -> _Unit:
         unit.author, unit.messages = "system", [OutboundMessage("text", fixed_text("handoff", language))]
         unit.changed = "needs_human"
+        if not self.key.is_local:
+            unit.add(event_stmt("handoff.requested", {"phone_number_id": self.key.business,
+                                                      "customer_id": self.key.customer, "reason": reason}))
         log.info("handoff_requested")
         return unit
 
@@ -562,7 +567,13 @@ class ConversationActor(Actor[ConversationKey]):
             sent = (self.conv or conv).touched(inbound=False, preview=row.message.text, now=now)
             # Meta has the message: keep trying to record it, or it would stay 'sending' and its receipts
             # orphaned (after a crash here it becomes 'unknown': never resent).
-            await self._write([*outbox_sql.sent_stmts(row.id, wamid), ConversationRepo.activity_stmt(sent, now)])
+            stmts = [*outbox_sql.sent_stmts(row.id, wamid), ConversationRepo.activity_stmt(sent, now)]
+            if not self.key.is_local:
+                stmts.append(event_stmt("reply.sent", {
+                    "phone_number_id": self.key.business, "customer_id": self.key.customer, "wa_id": conv.wa_id,
+                    "author": row.author, "kind": row.message.kind, "text": row.message.text, "wamid": wamid,
+                }, now=now))
+            await self._write(stmts)
             self.conv = sent
             log.info("reply_sent", author=row.author, chars=len(row.message.text))
             self.deps.events.sent(self.key, row.author)

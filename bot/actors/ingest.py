@@ -18,7 +18,8 @@ from bot.persistence import outbox as outbox_sql
 from bot.persistence.conversations import TEST_NUMBER_ID, Arrival
 from bot.persistence.crm import arrival_contact_stmt
 from bot.persistence.database import Database, Stmt
-from bot.whatsapp.events import BusinessEcho, WebhookBatch
+from bot.persistence.events import received_stmt
+from bot.whatsapp.events import BusinessEcho, InboundMessage, WebhookBatch
 
 log = structlog.get_logger("bot.ingest")
 
@@ -51,6 +52,8 @@ class Ingest:
         inserts = inbox_sql.insert_stmts(batch.messages, now=now)
         first = len(stmts)
         stmts += inserts
+        stmts += [received_stmt(_received(m), wamid=m.wamid, now=now) for m in batch.messages
+                  if m.phone_number_id != TEST_NUMBER_ID]
         if batch.messages:
             stmts.append(arrival_contact_stmt(
                 [(m.phone_number_id, m.customer_id, m.wa_id, m.user_id, m.profile_name) for m in batch.messages],
@@ -86,6 +89,11 @@ class Ingest:
         for stored in new:
             if stored.message.phone_number_id != TEST_NUMBER_ID:  # test chats stay out of WhatsApp counts
                 self._metrics.messages_in.labels(type=stored.message.type).inc()
+
+
+def _received(m: InboundMessage) -> dict[str, Any]:
+    return {"wamid": m.wamid, "phone_number_id": m.phone_number_id, "customer_id": m.customer_id, "wa_id": m.wa_id,
+            "name": m.profile_name, "type": m.type, "text": m.text, "timestamp": m.timestamp}
 
 
 def _echo_text(echo: BusinessEcho) -> str:

@@ -61,6 +61,23 @@ class Takeover:
         assert row is not None
         return row
 
+    async def send_template(self, conv: Conversation, *, name: str, language: str, components: list[dict[str, Any]],
+                            preview: str, user: str | None = None) -> OutboxRow:
+        """Queue an approved template (allowed outside the 24-hour window); it pauses the AI like any operator message.
+
+        `preview` is the text as the customer will read it: the inbox shows it, and the model gets it
+        as context when the conversation is handed back.
+        """
+        body: dict[str, Any] = {"name": name, "language": {"code": language}}
+        if components:
+            body["components"] = components
+        ids = await self.repos.outbox.enqueue(conv.key, [OutboundMessage("template", preview, body)], author="operator")
+        self._tell(conv.key, Wake(human=True))
+        log.info("operator_template_queued", session_id=conv.session_id, user=user, template=name)
+        row = await self.repos.outbox.get(ids[0])
+        assert row is not None
+        return row
+
     async def pause(self, conv: Conversation) -> None:
         """An operator holds the conversation without writing (until handed back)."""
         await self.repos.commands.add(conv.key, "pause")

@@ -11,6 +11,7 @@ from typing import Any, Literal
 
 from bot.domain.conversation import ConversationKey
 from bot.persistence.database import Database, Record, Stmt, Tx, marks, row_to
+from bot.persistence.events import event_stmt, order_payload
 
 NameSource = Literal["whatsapp", "operator", "tool"]
 MAX_QUANTITY = 1000
@@ -407,7 +408,8 @@ class OrderRepo:
                 [(order_id, ln.sku, ln.name, ln.quantity, ln.unit_price_cents, ln.line_total_cents) for ln in lines],
             )
             order = await self._load(tx, order_id)
-        assert order is not None
+            assert order is not None
+            await tx.run([event_stmt("order.created", order_payload(order), now=now)])
         return order
 
     @staticmethod
@@ -512,4 +514,5 @@ class OrderRepo:
             await tx.execute("UPDATE order_confirmations SET used_at = $1 WHERE order_id = $2 AND used_at IS NULL",
                              now, order.id)
             confirmed = await self._load(tx, order.id)
+            await tx.run([event_stmt("order.confirmed", order_payload(confirmed), now=now)])
         return Confirmation("confirmed", confirmed)

@@ -1,0 +1,9 @@
+-- Events for other systems (a CRM, n8n): written in the same unit of work as what they report, so an
+-- event exists exactly when its cause was committed; delivered to the configured endpoints from here.
+CREATE TABLE events (
+    id INTEGER PRIMARY KEY AUTOINCREMENT,
+    kind TEXT NOT NULL,
+    payload TEXT NOT NULL,
+    created_at REAL NOT NULL
+);
+CREATE INDEX events_created ON events (created_at);
