@@ -13,6 +13,7 @@ from typing import Any, Protocol
 
 import httpx2
 import openai
+import orjson
 import structlog
 
 from bot.ai.clients import ClientPool
@@ -49,6 +50,72 @@ MAX_CLIENTS = 8
 
 
 @dataclass(frozen=True, slots=True)
+class Usage:
+    """Tokens a turn's model calls used (input includes the cached part)."""
+
+    input_tokens: int = 0
+    cached_tokens: int = 0
+    output_tokens: int = 0
+
+    def __add__(self, other: Usage) -> Usage:
+        return Usage(self.input_tokens + other.input_tokens, self.cached_tokens + other.cached_tokens,
+                     self.output_tokens + other.output_tokens)
+
+
+@dataclass(frozen=True, slots=True)
+class FunctionCall:
+    """One function call the model asked for."""
+
+    call_id: str
+    name: str
+    arguments: str
+
+
+@dataclass(frozen=True, slots=True)
+class ModelResponse:
+    """The parts of a Responses API response the server uses, read straight from its JSON.
+
+    The SDK's own parsing (pydantic models for every output item) and its request transform (a
+    recursive walk over the tools' JSON schemas on every call) were a quarter of a turn's CPU
+    (bench/README.md); the request and the response are plain JSON, so the engine posts and reads
+    them as such through the SDK's `post`, keeping the SDK's authentication, errors and timeouts.
+    """
+
+    id: str
+    status: str
+    error: str | None
+    calls: tuple[FunctionCall, ...]
+    output_text: str
+    usage: Usage
+
+    @classmethod
+    def from_json(cls, data: dict[str, Any]) -> ModelResponse:
+        """Parse the response body."""
+        calls: list[FunctionCall] = []
+        texts: list[str] = []
+        for item in data.get("output") or []:
+            kind = item.get("type")
+            if kind == "function_call":
+                calls.append(FunctionCall(str(item.get("call_id")), str(item.get("name")),
+                                          str(item.get("arguments") or "{}")))
+            elif kind == "message":
+                texts += [str(part.get("text") or "") for part in item.get("content") or []
+                          if part.get("type") == "output_text"]
+        usage = data.get("usage") or {}
+        details = usage.get("input_tokens_details") or {}
+        error = data.get("error")
+        return cls(
+            id=str(data.get("id")),
+            status=str(data.get("status") or "completed"),
+            error=str(error.get("message") or "no reason given") if isinstance(error, dict) else None,
+            calls=tuple(calls),
+            output_text="".join(texts),
+            usage=Usage(int(usage.get("input_tokens") or 0), int(details.get("cached_tokens") or 0),
+                        int(usage.get("output_tokens") or 0)),
+        )
+
+
+@dataclass(frozen=True, slots=True)
 class TurnResult:
     """The reply text (possibly empty) and the response id that closes the turn."""
 
@@ -56,6 +123,8 @@ class TurnResult:
     response_id: str | None
     new_chain: bool
     tool_calls: list[str] = field(default_factory=list)
+    usage: Usage = field(default_factory=Usage)
+    model: str = ""
 
 
 class ToolRunner(Protocol):
@@ -168,9 +237,12 @@ class Engine:
         self.in_flight = 0
 
     def _new_client(self, api_key: str, base_url: str | None) -> openai.AsyncOpenAI:
-        # Retries are ours (backoff and budget), so the SDK's are off.
-        return openai.AsyncOpenAI(api_key=api_key or "missing-key", base_url=base_url, max_retries=0,
-                                  timeout=httpx2.Timeout(self._timeout, connect=10.0))
+        # Retries are ours (backoff and budget), so the SDK's are off. The SDK's aiohttp transport: its
+        # default (httpcore over anyio) spent more CPU per call than the rest of a turn together, most
+        # of it scanning its connection pool (bench/README.md).
+        timeout = httpx2.Timeout(self._timeout, connect=10.0)
+        return openai.AsyncOpenAI(api_key=api_key or "missing-key", base_url=base_url, max_retries=0, timeout=timeout,
+                                  http_client=openai.DefaultAioHttpClient(timeout=timeout))
 
     def client(self, settings: AISettings) -> AbstractAsyncContextManager[openai.AsyncOpenAI]:
         """The SDK client for this key and base URL, leased: `async with engine.client(s) as client:`."""
@@ -180,12 +252,13 @@ class Engine:
         """Close every SDK client."""
         await self._clients.close()
 
-    async def _create(self, settings: AISettings, **params: Any) -> Any:
-        """One responses.create with backoff on transient errors; chain loss is raised untouched."""
+    async def _create(self, settings: AISettings, **params: Any) -> ModelResponse:
+        """One POST /responses with backoff on transient errors; chain loss is raised untouched."""
         async with self.client(settings) as client:
             return await self._create_with(client, **params)
 
-    async def _create_with(self, client: openai.AsyncOpenAI, **params: Any) -> Any:
+    async def _create_with(self, client: openai.AsyncOpenAI, **params: Any) -> ModelResponse:
+        body = {k: v for k, v in params.items() if v is not None}
         attempt = 0
         first_try = time.monotonic()
         while True:
@@ -195,7 +268,9 @@ class Engine:
                     self.in_flight += 1
                     started = time.monotonic()
                     try:
-                        return await client.responses.create(**params)
+                        raw = await client.post("/responses", content=orjson.dumps(body), cast_to=httpx2.Response,
+                                                options={"headers": {"Content-Type": "application/json"}})
+                        return ModelResponse.from_json(orjson.loads(raw.content))
                     finally:
                         self.in_flight -= 1
                         if self._on_model_call is not None:
@@ -262,8 +337,9 @@ class Engine:
             except openai.BadRequestError as exc:
                 raise classify(exc) from exc
         called: list[str] = []
+        usage = response.usage
         for _round in range(self._max_rounds + 1):
-            calls = [item for item in response.output if getattr(item, "type", None) == "function_call"]
+            calls = response.calls
             if not calls:
                 break
             called.extend(call.name for call in calls)
@@ -286,12 +362,13 @@ class Engine:
                 response = await self._create(settings, **params, input=follow_up, previous_response_id=response.id)
             except openai.BadRequestError as exc:
                 raise classify(exc) from exc
-        if getattr(response, "status", "completed") == "failed":
-            err = getattr(response, "error", None)
-            raise AIError(f"the model failed: {getattr(err, 'message', 'no reason given')}",
+            usage += response.usage
+        if response.status == "failed":
+            raise AIError(f"the model failed: {response.error or 'no reason given'}",
                           kind="openai_response_failed", retryable=False)
-        text = strip_citations(response.output_text or "").strip()
-        return TurnResult(text=text, response_id=response.id, new_chain=new_chain, tool_calls=called)
+        text = strip_citations(response.output_text).strip()
+        return TurnResult(text=text, response_id=response.id, new_chain=new_chain, tool_calls=called, usage=usage,
+                          model=settings.model)
 
     async def transcribe(self, settings: AISettings, data: bytes, mime: str, filename: str, model: str) -> str:
         """Speech to text through OpenAI's transcription endpoint (voice notes are ogg/opus)."""
