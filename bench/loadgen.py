@@ -231,7 +231,9 @@ def message_source(job: dict[str, Any]) -> Callable[[int], Request]:
 
     def make(i: int) -> Request:
         customer = (i % customers if customers else i) + offset
-        return builder.build(f"wamid.{prefix}.{i}", customer, f"Hello, do you have this in size {i % 47}?")
+        # The token comes back in the fake model's echo: it tells which message a reply answers.
+        return builder.build(f"wamid.{prefix}.{i}", customer,
+                             f"Hello, do you have this in size {i % 47}? [{prefix}{i}]")
 
     return make
 
@@ -253,8 +255,10 @@ async def closed_loop(job: dict[str, Any]) -> dict[str, Any]:
     measure_from = started + warmup
     deadline = measure_from + duration if duration else float("inf")
 
+    finished_at = 0.0
+
     async def worker(conn: Connection) -> None:
-        nonlocal errors
+        nonlocal errors, finished_at
         while True:
             i = next(counter)
             if count and i >= count:
@@ -270,6 +274,7 @@ async def closed_loop(job: dict[str, Any]) -> dict[str, Any]:
                 conn = await connect(port)
                 continue
             t1 = time.perf_counter()
+            finished_at = time.monotonic()
             per_second[int(t1 - started)] += 1
             if t0 >= measure_from:
                 latencies.append(t1 - t0)
@@ -281,7 +286,7 @@ async def closed_loop(job: dict[str, Any]) -> dict[str, Any]:
         c.close()
     timeline = [per_second[k] for k in range(max(per_second) + 1)] if per_second else []
     return {**summary(latencies, statuses, elapsed), "connections": n, "connection_errors": errors,
-            "answers_per_second": timeline}
+            "answers_per_second": timeline, "last_ack_monotonic": finished_at}
 
 
 async def open_loop(job: dict[str, Any]) -> dict[str, Any]:
@@ -305,8 +310,13 @@ async def open_loop(job: dict[str, Any]) -> dict[str, Any]:
     finished = asyncio.get_running_loop().create_future()
     answered = 0
 
+    records: list[list[Any]] = []
+    keep = bool(job.get("records"))
+
     def dispatch(conn: Connection, i: int, scheduled: float) -> None:
         conn.scheduled = scheduled
+        if keep:  # [request index, monotonic time it was due]: the fakes stamp replies on the same clock
+            records.append([i, time.monotonic() - (time.perf_counter() - scheduled)])
         conn.send(requests[i], done)
 
     def done(conn: Connection, status: int) -> None:
@@ -358,7 +368,7 @@ async def open_loop(job: dict[str, Any]) -> dict[str, Any]:
     for conn in idle:
         conn.close()
     return {**summary(latencies, statuses, elapsed), "target_rate": rate, "connections_opened": opened,
-            "max_schedule_lag_ms": round(max_lag * 1000, 2)}
+            "max_schedule_lag_ms": round(max_lag * 1000, 2), "records": records}
 
 
 async def script(job: dict[str, Any]) -> dict[str, Any]:

@@ -22,7 +22,7 @@ from bench.server import Server, ServerSettings
 # (that cost is in the number) but their turns begin only after the burst cap (10 s in conversation.py).
 PARKED_BURST_MS = 60_000
 PARKED_WINDOW = 7.0  # seconds of load that fit before the first parked turns start
-TOKEN = re.compile(r"\[(c\d+m\d+)\]")
+TOKEN = re.compile(r"\[(\w+)\]")  # the e2e phase's c12m3, the load generator's <prefix><i>
 
 
 @dataclass(frozen=True, slots=True)
@@ -43,6 +43,12 @@ class Options:
     burst0: bool
     rounds: int
     open_fractions: tuple[float, ...]
+    flood_rate: float = 1000.0
+    flood_count: int = 2000
+    sustained_customers: int = 4000
+    sustained_messages: int = 10
+    quiet_rate: float = 100.0
+    quiet_seconds: float = 10.0
 
 
 class Fakes:
@@ -300,3 +306,134 @@ async def actor_alone(n: int) -> dict[str, Any]:
     """The idle actor by itself (no database work), in its own process."""
     result: dict[str, Any] = await run_json("bench.actor_mem", str(n))
     return result
+
+
+class WalSampler:
+    """The largest size the SQLite WAL file reached while the sampler ran (polled every 0.2 s)."""
+
+    def __init__(self, data_dir: Path) -> None:
+        self.path = data_dir / "bot.db-wal"
+        self.max_bytes = 0
+        self.samples = 0
+        self._task: asyncio.Task[None] | None = None
+
+    async def _run(self) -> None:
+        while True:
+            try:
+                self.max_bytes = max(self.max_bytes, self.path.stat().st_size)
+            except FileNotFoundError:
+                pass
+            self.samples += 1
+            await asyncio.sleep(0.2)
+
+    def __enter__(self) -> WalSampler:
+        self._task = asyncio.get_running_loop().create_task(self._run())
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        if self._task is not None:
+            self._task.cancel()
+
+    def now_bytes(self) -> int:
+        """The WAL file's size now."""
+        try:
+            return self.path.stat().st_size
+        except FileNotFoundError:
+            return 0
+
+
+async def _answered(fakes: Fakes, expected: set[str], timeout: float) -> tuple[dict[str, float], Counter[str]]:
+    """First reply time per expected token, and how often each token was answered (duplicates count)."""
+    first: dict[str, float] = {}
+    counts: Counter[str] = Counter()
+    since = 0
+    deadline = time.monotonic() + timeout
+    settle: float | None = None
+    while time.monotonic() < deadline:
+        batch = await fakes.replies(since)
+        since += len(batch)
+        for arrived, _to, body in batch:
+            for token in TOKEN.findall(str(body)):
+                counts[token] += 1
+                first.setdefault(token, float(arrived))
+        if settle is None and expected <= first.keys():
+            settle = time.monotonic() + 2.0  # a little longer, to catch late duplicates
+        if settle is not None and time.monotonic() >= settle:
+            break
+        await asyncio.sleep(0.25)
+    return first, counts
+
+
+def _latency_row(values: list[float]) -> dict[str, float]:
+    return {f"p{q}_ms": round(percentile(values, q) * 1000, 1) for q in (50, 90, 99)} | {
+        "max_ms": round(max(values) * 1000, 1) if values else float("nan")}
+
+
+async def open_arrivals(opts: Options, fakes: Fakes, *, name: str, rate: float, count: int, latency_ms: int,
+                        timeout: float) -> dict[str, Any]:
+    """New customers writing at a fixed rate (one message each) through the whole pipeline, burst window 0.
+
+    Returns the acks' latency and each conversation's time to its reply (reply at the fake Graph −
+    the moment its webhook was due), with every message checked to be answered exactly once.
+    """
+    await fakes.reset(latency_ms)
+    settings = ServerSettings(burst_ms=0, send_rate=1000)
+    server = await Server.start(opts.workdir / name, fakes.urls, settings)
+    try:
+        sent = await loadgen({"mode": "open", "port": server.port, "rate": rate, "duration": count / rate,
+                              "customers": 0, "prefix": name, "connections": opts.connections,
+                              "max_connections": 512, "records": True}, meter(server, fakes))
+        expected = {f"{name}{i}" for i in range(count)}
+        first, counts = await _answered(fakes, expected, timeout)
+    finally:
+        code = await server.stop(timeout=30)
+    due = {f"{name}{i}": at for i, at in sent.pop("records")}
+    reply = [first[t] - due[t] for t in expected if t in first and t in due]
+    return {
+        "rate": rate, "messages": count, "latency_ms": latency_ms,
+        "ack": {k: sent[k] for k in ("p50_ms", "p90_ms", "p99_ms", "max_ms", "ok", "requests")},
+        "reply": _latency_row(reply),
+        "answered": len(first.keys() & expected), "duplicates": sum(1 for t in expected if counts[t] > 1),
+        "cores": sent["cores"], "server_exit_code": code,
+    }
+
+
+async def sustained(opts: Options, fakes: Fakes, *, customers: int, per_customer: int) -> dict[str, Any]:
+    """A closed loop of signed webhooks (customers × messages, interleaved), model 0 ms, the pipeline live.
+
+    Reports ingest acks/s while turns share the core, then the drain (messages answered per second
+    from the last ack until the last reply), exactly-once, and the largest WAL file seen.
+    """
+    await fakes.reset(0)
+    name = "sustained"
+    server = await Server.start(opts.workdir / name, fakes.urls, ServerSettings(burst_ms=0, send_rate=1000))
+    total = customers * per_customer
+    try:
+        with WalSampler(opts.workdir / name / "data") as wal:
+            cpu = meter(server, fakes)
+            sent = await loadgen({"mode": "closed", "port": server.port, "connections": opts.connections,
+                                  "count": total, "customers": customers, "prefix": "s"}, cpu)
+            ingest_end = float(sent["last_ack_monotonic"])
+            answered_at_end = (await fakes.stats())["replies"]
+            drain_cpu = meter(server, fakes)
+            drain_cpu.start()
+            first, counts = await _answered(fakes, {f"s{i}" for i in range(total)}, 120 + total / 200)
+            drain_cores = with_other(drain_cpu.stop())
+            wal_end = wal.now_bytes()
+    finally:
+        code = await server.stop(timeout=60)
+    expected = {f"s{i}" for i in range(total)}
+    answered = first.keys() & expected
+    last = max(first.values()) if first else ingest_end
+    after_end = sum(1 for t in answered if first[t] > ingest_end)
+    drain_s = max(1e-9, last - ingest_end)
+    return {
+        "customers": customers, "messages": total,
+        "ingest": {k: sent[k] for k in ("ok_per_s", "p50_ms", "p99_ms", "ok", "requests", "elapsed_s")},
+        "replies_during_ingest": answered_at_end,
+        "drain": {"messages": after_end, "seconds": round(drain_s, 2),
+                  "messages_per_s": round(after_end / drain_s, 1), "cores": drain_cores},
+        "answered": len(answered), "duplicates": sum(1 for t in expected if counts[t] > 1),
+        "wal_max_mib": round(wal.max_bytes / 2**20, 1), "wal_end_mib": round(wal_end / 2**20, 1),
+        "cores": sent["cores"], "server_exit_code": code,
+    }

@@ -1,4 +1,4 @@
-"""A slim actor: a list mailbox, one waiter future, and a run loop that handles one message at a time."""
+"""A slim actor: a list mailbox, a run loop that handles one message at a time, and nothing else while idle."""
 
 from __future__ import annotations
 
@@ -32,14 +32,16 @@ def _wake(waiter: asyncio.Future[None] | None) -> None:
 class Actor(Generic[K]):
     """Base class for actors.
 
-    Lifecycle: the registry creates an actor on the first `tell` for its key and starts its loop.
-    The loop takes one message at a time and awaits `handle`, so subclasses need no locks. When
-    the mailbox has stayed empty for `idle_seconds`, the loop ends and `on_exit` tells the registry
-    to forget this incarnation (passivation); a later `tell` creates a fresh one. State lives in the
-    database, so passivation loses nothing. `Stop` ends the loop after the messages queued before it.
+    Lifecycle: the registry creates an actor on the first `tell` for its key. A `tell` starts the
+    run loop (a task the actor owns) if it is not running; the loop takes one message at a time and
+    awaits `handle`, so subclasses need no locks, and it ends when the mailbox is empty. An idle
+    actor therefore holds no task and no coroutine, only its mailbox, its state and one timer: when
+    it has stayed idle for `idle_seconds`, `on_exit` tells the registry to forget this incarnation
+    (passivation), and a later `tell` creates a fresh one. State lives in the database, so
+    passivation loses nothing. `Stop` ends the actor after the messages queued before it.
     """
 
-    __slots__ = ("_mailbox", "_on_exit", "_task", "_waiter", "idle_seconds", "key", "stopped")
+    __slots__ = ("_idle", "_mailbox", "_on_exit", "_task", "_waiter", "idle_seconds", "key", "stopped")
 
     def __init__(self, key: K, *, idle_seconds: float, on_exit: Callable[[Actor[K]], None]) -> None:
         self.key = key
@@ -49,12 +51,17 @@ class Actor(Generic[K]):
         self._mailbox: list[Any] = []
         self._waiter: asyncio.Future[None] | None = None
         self._task: asyncio.Task[None] | None = None
+        self._idle: asyncio.TimerHandle | None = None
         self._on_exit = on_exit
         self.stopped = False
 
     def start(self) -> None:
-        """Start the run loop (the registry calls this once)."""
-        self._task = asyncio.get_running_loop().create_task(self._run(), name=f"actor:{self.key}")
+        """Start the run loop for what is queued (the registry calls this once; `tell` does it after)."""
+        if self._idle is not None:
+            self._idle.cancel()
+            self._idle = None
+        if self._task is None:
+            self._task = asyncio.get_running_loop().create_task(self._run(), name=f"actor:{self.key}")
 
     @property
     def task(self) -> asyncio.Task[None] | None:
@@ -66,7 +73,10 @@ class Actor(Generic[K]):
         if self.stopped:
             raise ActorDeadError(f"actor {self.key} has stopped")
         self._mailbox.append(message)
-        _wake(self._waiter)
+        if self._task is None:
+            self.start()
+        else:
+            _wake(self._waiter)
 
     def pending(self) -> list[Any]:
         """Messages not yet taken (used to hand them to the next incarnation)."""
@@ -145,14 +155,12 @@ class Actor(Generic[K]):
             self._waiter = None
 
     async def _run(self) -> None:
+        stopping = False
         try:
-            while True:
-                if not self._mailbox:
-                    await self._wait(self.idle_seconds)
-                    if not self._mailbox:
-                        break  # idle: passivate
+            while self._mailbox:
                 message = self._mailbox.pop(0)
                 if isinstance(message, Stop):
+                    stopping = True
                     break
                 try:
                     await self.handle(message)
@@ -161,10 +169,28 @@ class Actor(Generic[K]):
                 except Exception:
                     # handle() supervises its own turns; reaching here is a bug, never a reason to die.
                     log.exception("actor_message_crashed", actor=str(self.key))
+        except asyncio.CancelledError:
+            stopping = True
+            raise
         finally:
             # No await between the last mailbox check and this: a tell cannot slip in unseen.
-            self.stopped = True
-            self._on_exit(self)
+            self._task = None
+            if stopping:
+                self._exit()
+            else:
+                self._idle = asyncio.get_running_loop().call_later(self.idle_seconds, self._passivate)
+
+    def _passivate(self) -> None:
+        self._idle = None
+        if self._task is None and not self._mailbox and not self.stopped:
+            self._exit()
+
+    def _exit(self) -> None:
+        if self._idle is not None:
+            self._idle.cancel()
+            self._idle = None
+        self.stopped = True
+        self._on_exit(self)
 
     async def handle(self, message: Any) -> None:
         """Handle one message. Subclasses override this."""
@@ -172,14 +198,20 @@ class Actor(Generic[K]):
 
     async def stop(self, timeout: float) -> None:
         """Enqueue Stop behind pending work, wait up to `timeout`, then cancel."""
-        if self._task is None or self._task.done():
+        if self.stopped:
             return
-        if not self.stopped:
+        task = self._task
+        if task is None:
+            self._mailbox.append(Stop())
+            self.start()
+            task = self._task
+            assert task is not None
+        else:
             self._mailbox.append(Stop())
             _wake(self._waiter)
         try:
-            await asyncio.wait_for(asyncio.shield(self._task), timeout)
+            await asyncio.wait_for(asyncio.shield(task), timeout)
         except TimeoutError:
-            self._task.cancel()
+            task.cancel()
             with suppress(asyncio.CancelledError):
-                await self._task
+                await task

@@ -159,7 +159,7 @@ class ConversationActor(Actor[ConversationKey]):
         self.deps = deps
         self.conv: Conversation | None = None
         self.contact: Contact | None = None
-        self._sending: list[_Pending] = []
+        self._sending: list[_Pending] = []  # emptied after every turn; shared empty list while idle
 
     # -- the mailbox ---------------------------------------------------------------------------
     async def handle(self, message: Any) -> None:

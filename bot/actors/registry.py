@@ -35,8 +35,7 @@ class Registry(Generic[K]):
         if actor is None or actor.stopped:
             actor = self._factory(key, self._exited)
             self._actors[key] = actor
-            actor.start()
-        actor.tell(message)
+        actor.tell(message)  # starts its run loop if it is idle
 
     def tell_all(self, message: Any) -> None:
         """Deliver a message to every live actor (e.g. Reload after a reset)."""
