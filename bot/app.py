@@ -7,8 +7,10 @@ last, and the actors stop (finishing their turns) while the database and clients
 
 from __future__ import annotations
 
+import asyncio
 import time
 from collections.abc import AsyncIterator, Callable
+from contextlib import suppress
 
 import aiohttp
 import structlog
@@ -24,11 +26,12 @@ from bot.actors.conversation import (
     Inbound,
     Wake,
 )
+from bot.actors.costs import Costs
 from bot.actors.ingest import Ingest
 from bot.actors.media import MediaReader
 from bot.actors.registry import Registry
 from bot.actors.takeover import Takeover
-from bot.ai.engine import AISettings, Engine
+from bot.ai.engine import AISettings, Engine, Usage
 from bot.ai.keycheck import KeyChecker
 from bot.ai.knowledge import KnowledgeBase
 from bot.backoff import Backoff
@@ -52,6 +55,7 @@ from bot.web.keys import (
     ADMISSION,
     BUILD,
     CONFIG,
+    COSTS,
     DATABASE,
     ENGINE,
     HTTP,
@@ -73,6 +77,7 @@ from bot.web.keys import (
 from bot.web.live import LiveHub
 from bot.web.pages import STATIC_DIR, make_templates
 from bot.whatsapp.client import WhatsAppClient
+from bot.whatsapp.events import message_detail
 from bot.whatsapp.sender import WhatsAppChannel
 
 log = structlog.get_logger("bot.app")
@@ -100,7 +105,7 @@ async def settings_ctx(app: web.Application) -> AsyncIterator[None]:
     repos = app[REPOS]
     config = app[CONFIG]
     stored = StoredSettings(config=config, repo=repos.assistant, knowledge=repos.knowledge,
-                            box=SecretBox.load(config))
+                            box=SecretBox.load(config), business=repos.business)
     app[STORED_SETTINGS] = stored
     app[SETTINGS] = stored
     yield
@@ -175,8 +180,15 @@ def _conversation_deps(app: web.Application) -> ConversationDeps:
         metrics.turn_latency.labels(outcome=outcome).observe(seconds)
         live.publish("conversation", change=outcome)
 
+    def model_used(model: str, usage: Usage, cost: float) -> None:
+        for kind, tokens in (("input", usage.input_tokens), ("cached", usage.cached_tokens),
+                             ("output", usage.output_tokens)):
+            metrics.model_tokens.labels(model=model, kind=kind).inc(tokens)
+        metrics.model_cost.labels(model=model).inc(cost)
+
     events = ConversationEvents(
         turn_finished=turn_finished,
+        model_used=model_used,
         sent=sent,
         send_failed=lambda code: metrics.send_failures.labels(code=str(code or "network")).inc(),
         changed=lambda key, what: live.publish("conversation", conversation=key.customer, change=what),
@@ -188,11 +200,26 @@ def _conversation_deps(app: web.Application) -> ConversationDeps:
         media=MediaReader(source=app[SENDER], transcribe=transcribe),
         settings=settings_source,
         admission=app[ADMISSION],
+        costs=app[COSTS],
         tool_context=tool_context,
         backoff=_backoff(config),
         idle_seconds=config.actor_idle_seconds,
         events=events,
+        detail_of=message_detail,
     )
+
+
+async def costs_ctx(app: web.Application) -> AsyncIterator[None]:
+    """Prices and spend totals, re-read every 30 s (other processes spend too); the budget's verdict."""
+    costs = Costs(app[REPOS].usage)
+    await costs.refresh()
+    app[COSTS] = costs
+    app[METRICS].bind_spend(lambda: costs.today, lambda: costs.month)
+    task = asyncio.get_running_loop().create_task(costs.run(), name="costs-refresh")
+    yield
+    task.cancel()
+    with suppress(asyncio.CancelledError):
+        await task
 
 
 async def actors_ctx(app: web.Application) -> AsyncIterator[None]:
@@ -216,7 +243,7 @@ async def actors_ctx(app: web.Application) -> AsyncIterator[None]:
         registry.tell(key, Wake())
     pending = await repos.inbox.pending()
     for row in pending:
-        registry.tell(row.key, Inbound(row.stored()))
+        registry.tell(row.key, Inbound(row.stored(message_detail)))
     log.info("server_started", replayed=len(pending), interrupted_sends=interrupted)
     yield
     await registry.stop_all(config.shutdown_timeout_seconds)
@@ -243,7 +270,8 @@ def build_app(config: Config) -> web.Application:
     # Default deny: every request passes the sign-in check before any handler (public routes excepted).
     app.middlewares.append(auth.auth_middleware)
     app.on_shutdown.append(close_live_streams)
-    app.cleanup_ctx.extend([database_ctx, settings_ctx, clients_ctx, knowledge_ctx, operator_web_ctx, actors_ctx])
+    app.cleanup_ctx.extend([database_ctx, settings_ctx, clients_ctx, knowledge_ctx, operator_web_ctx, costs_ctx,
+                            actors_ctx])
     for module in (webhooks, api, order_pages, metrics_routes, inbox, auth, settings_page, diagnostics):
         app.add_routes(module.routes)
     app.router.add_static("/static", STATIC_DIR)

@@ -8,6 +8,8 @@ from dataclasses import dataclass, field, fields, replace
 from pathlib import Path
 from typing import Any
 
+from bot.domain.hours import BusinessHours
+
 DEFAULT_INSTRUCTIONS = (
     "You are the WhatsApp assistant of {{Cliente}}. Answer customers briefly, kindly and accurately, "
     "as a helpful shop assistant would. Always answer in the customer's language. Use the tools to look "
@@ -88,6 +90,13 @@ class Config:
     actor_idle_seconds: float = 300.0
     max_concurrent_ai: int = 64
     max_concurrent_turns: int = 64
+    customer_turns_per_hour: int = 60
+    loop_reply_seconds: float = 2.0  # BOT_LOOP_REPLY_SECONDS: a "customer" this fast, ten times running, is a bot
+    monthly_budget: float | None = None  # BOT_MONTHLY_BUDGET, in the currency of the price table
+    opening_hours: str = ""  # BOT_OPENING_HOURS, e.g. "mon-fri 09:00-18:00, sat 09:00-13:00"
+    time_zone: str = "UTC"  # BOT_TIME_ZONE, an IANA name such as Europe/Rome
+    ai_outside_hours_only: bool = False
+    window_template: str = ""  # BOT_WINDOW_TEMPLATE: "name" or "name:language" for texts outside 24 h
     send_rate: float = 80.0
     tools_path: tuple[str, ...] = ()
     handoff_keywords: tuple[str, ...] = DEFAULT_HANDOFF_KEYWORDS
@@ -155,6 +164,9 @@ class Config:
             "BOT_BUILD_ID": "build_id",
             "BOT_TRANSCRIPTION_MODEL": "transcription_model",
             "BOT_DATABASE_URL": "database",
+            "BOT_OPENING_HOURS": "opening_hours",
+            "BOT_TIME_ZONE": "time_zone",
+            "BOT_WINDOW_TEMPLATE": "window_template",
         }
         for env_name, attr in strings.items():
             if has(env_name):
@@ -169,7 +181,10 @@ class Config:
             values["data_dir"] = Path(env["BOT_DATA_DIR"])
         if has("BOT_PORT"):
             values["port"] = _int("BOT_PORT", env["BOT_PORT"], minimum=0)
-        for env_name, attr in (("BOT_AUTOREPLY", "autoreply"), ("BOT_REACTION", "reaction")):
+        if has("BOT_MONTHLY_BUDGET"):
+            values["monthly_budget"] = _float("BOT_MONTHLY_BUDGET", env["BOT_MONTHLY_BUDGET"])
+        for env_name, attr in (("BOT_AUTOREPLY", "autoreply"), ("BOT_REACTION", "reaction"),
+                               ("BOT_AI_OUTSIDE_HOURS_ONLY", "ai_outside_hours_only")):
             if env_name in env:
                 values[attr] = _bool(env_name, env[env_name])
         ints = {
@@ -177,6 +192,7 @@ class Config:
             "BOT_BURST_WINDOW_MS": "burst_window_ms",
             "BOT_MAX_CONCURRENT_AI": "max_concurrent_ai",
             "BOT_MAX_CONCURRENT_TURNS": "max_concurrent_turns",
+            "BOT_CUSTOMER_TURNS_PER_HOUR": "customer_turns_per_hour",
             "BOT_MAX_ATTEMPTS": "max_attempts",
         }
         for env_name, attr in ints.items():
@@ -191,6 +207,7 @@ class Config:
             "BOT_OPENAI_TIMEOUT_SECONDS": "openai_timeout_seconds",
             "BOT_GRAPH_TIMEOUT_SECONDS": "graph_timeout_seconds",
             "BOT_TOOL_TIMEOUT_SECONDS": "tool_timeout_seconds",
+            "BOT_LOOP_REPLY_SECONDS": "loop_reply_seconds",
             "BOT_HEADER_TIMEOUT_SECONDS": "header_timeout_seconds",
             "BOT_BODY_TIMEOUT_SECONDS": "body_timeout_seconds",
         }
@@ -207,6 +224,11 @@ class Config:
             if env_name in env:
                 raw = env[env_name]
                 values[attr] = tuple(p for p in raw.split(os.pathsep) if p) if attr == "tools_path" else _list(raw)
+        if values.get("opening_hours"):
+            try:
+                BusinessHours.parse(values["opening_hours"], values.get("time_zone", "UTC"))
+            except ValueError as exc:
+                raise ConfigError(f"BOT_OPENING_HOURS / BOT_TIME_ZONE: {exc}") from None
         database = values.get("database", "")
         if database and not database.startswith(("postgres://", "postgresql://", "sqlite:")):
             raise ConfigError("BOT_DATABASE_URL must start with postgresql:// (or be unset for SQLite in the data "

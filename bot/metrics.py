@@ -30,6 +30,12 @@ class Metrics:
         self.tool_calls = Counter("bot_tool_calls", "Tool calls by tool and outcome", ["tool", "outcome"],
                                   registry=r)
         self.errors = Counter("bot_errors", "Errors recorded, by type", ["type"], registry=r)
+        self.model_tokens = Counter("bot_model_tokens", "Model tokens used, by model and kind (input, cached, "
+                                    "output)", ["model", "kind"], registry=r)
+        self.model_cost = Counter("bot_model_cost", "Model spend by model, in the price table's currency", ["model"],
+                                  registry=r)
+        self.spend = Gauge("bot_model_spend", "Model spend so far in the UTC day or month (all processes)",
+                           ["period"], registry=r)
         self.live_actors = Gauge("bot_live_actors", "Conversation actors in memory", registry=r)
         self.inbox_pending = Gauge("bot_inbox_pending", "Customer messages waiting for a turn", registry=r)
 
@@ -40,6 +46,11 @@ class Metrics:
     def bind_gauges(self, live: Callable[[], int]) -> None:
         """Read the live actor count at scrape time."""
         self.live_actors.set_function(lambda: float(live()))
+
+    def bind_spend(self, today: Callable[[], float], month: Callable[[], float]) -> None:
+        """Read today's and this month's spend at scrape time."""
+        self.spend.labels(period="today").set_function(today)
+        self.spend.labels(period="month").set_function(month)
 
     def render(self) -> bytes:
         """The text exposition format."""

@@ -7,6 +7,7 @@ from typing import Protocol
 
 from bot.ai.engine import AISettings
 from bot.config import Config
+from bot.domain.hours import BusinessHours
 
 LOCAL_KB_TOOL = "search_knowledge_base"
 
@@ -22,6 +23,12 @@ class RuntimeSettings:
     human_cooldown_seconds: int
     burst_window_ms: int
     handoff_keywords: tuple[str, ...]
+    customer_turns_per_hour: int = 60  # 0: no limit
+    loop_reply_seconds: float = 2.0  # 0: fast replies never count as another bot
+    monthly_budget: float | None = None
+    hours: BusinessHours | None = None
+    ai_outside_hours_only: bool = False
+    window_template: tuple[str, str] | None = None  # (name, language) for the server's texts after 24 h
 
 
 class SettingsSource(Protocol):
@@ -50,4 +57,18 @@ def settings_from_config(config: Config) -> RuntimeSettings:
         human_cooldown_seconds=config.human_cooldown_seconds,
         burst_window_ms=config.burst_window_ms,
         handoff_keywords=config.handoff_keywords,
+        customer_turns_per_hour=config.customer_turns_per_hour,
+        loop_reply_seconds=config.loop_reply_seconds,
+        monthly_budget=config.monthly_budget,
+        hours=BusinessHours.parse(config.opening_hours, config.time_zone) if config.opening_hours else None,
+        ai_outside_hours_only=config.ai_outside_hours_only,
+        window_template=parse_template_choice(config.window_template),
     )
+
+
+def parse_template_choice(value: str | None, language: str | None = None) -> tuple[str, str] | None:
+    """"name" or "name:language" (English when not given) → (name, language); None when empty."""
+    if not value or not value.strip():
+        return None
+    name, _, lang = value.strip().partition(":")
+    return name.strip(), (language or lang.strip() or "en")

@@ -16,9 +16,11 @@ import structlog
 
 from bot.ai.knowledge import MODES, file_search_tools
 from bot.config import Config
+from bot.domain.hours import BusinessHours
 from bot.persistence.assistant import AssistantSettingsRepo, KnowledgeRepo, StoredAssistantSettings
+from bot.persistence.usage import BusinessSettings, BusinessSettingsRepo
 from bot.secrets import SecretBox, SecretUnreadable, mask
-from bot.settings import LOCAL_KB_TOOL, RuntimeSettings, settings_from_config
+from bot.settings import LOCAL_KB_TOOL, RuntimeSettings, parse_template_choice, settings_from_config
 
 log = structlog.get_logger("bot.settings")
 
@@ -210,6 +212,7 @@ class StoredSettings:
         repo: AssistantSettingsRepo,
         knowledge: KnowledgeRepo,
         box: SecretBox,
+        business: BusinessSettingsRepo | None = None,
         ttl_seconds: float = 5.0,
         clock: Callable[[], float] = time.monotonic,
     ) -> None:
@@ -217,6 +220,7 @@ class StoredSettings:
         self._env = settings_from_config(config)
         self._repo = repo
         self._knowledge = knowledge
+        self._business = business
         self._box = box
         self._ttl = ttl_seconds
         self._clock = clock
@@ -241,7 +245,8 @@ class StoredSettings:
             key, _problem = self._stored_key(stored)
             env = self._env
             merged = _merged(stored, env)
-            settings = RuntimeSettings(
+            settings = replace(
+                env,
                 ai=replace(
                     env.ai,
                     api_key=key or env.ai.api_key,
@@ -254,7 +259,6 @@ class StoredSettings:
                 reaction_emoji=merged["reaction_emoji"],
                 human_cooldown_seconds=merged["human_cooldown_seconds"],
                 burst_window_ms=merged["burst_window_ms"],
-                handoff_keywords=env.handoff_keywords,
             )
         local_ready = bool(stored.kb_enabled and doc is not None and doc.mode == "local" and doc.status == "ready")
         hidden = settings.ai.hidden_tools - {LOCAL_KB_TOOL}
@@ -264,6 +268,8 @@ class StoredSettings:
         extra = file_search_tools(doc, enabled=stored.kb_enabled)
         if extra:
             settings = replace(settings, ai=replace(settings.ai, extra_tools=(*settings.ai.extra_tools, *extra)))
+        if self._business is not None:
+            settings = with_business(settings, await self._business.get())
         # A save during the reads above must not be hidden behind this (older) result.
         if generation == self._generation:
             self._cached = settings
@@ -345,6 +351,24 @@ class StoredSettings:
         await self._repo.save(row, updated_by=updated_by)
         self.invalidate()
         log.info("settings_saved", by=updated_by, use_stored=row.use_stored, key=checked.key.action)
+
+
+def with_business(settings: RuntimeSettings, business: BusinessSettings) -> RuntimeSettings:
+    """The business section of the settings page over the env values (each field when set)."""
+    changes: dict[str, Any] = {}
+    if business.monthly_budget is not None:
+        changes["monthly_budget"] = business.monthly_budget
+    if business.opening_hours:
+        try:
+            changes["hours"] = BusinessHours.parse(business.opening_hours, business.time_zone or "UTC")
+        except ValueError:
+            log.error("stored_opening_hours_unreadable")  # validated when saved; kept out of turns if not
+    if business.opening_hours is not None or business.ai_outside_hours_only:
+        changes["ai_outside_hours_only"] = business.ai_outside_hours_only
+    if business.window_template:
+        changes["window_template"] = parse_template_choice(business.window_template,
+                                                           business.window_template_language)
+    return replace(settings, **changes) if changes else settings
 
 
 def _or(value: int | None, default: int) -> int:

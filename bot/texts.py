@@ -36,6 +36,37 @@ TEXTS: dict[str, dict[str, str]] = {
         "fr": "J'ai prévenu notre équipe : une personne vous répondra ici dès que possible.",
         "de": "Ich habe unser Team informiert: Eine Person antwortet Ihnen hier so bald wie möglich.",
     },
+    # The hand-off and the rate-limit notice when opening hours are set: {when} is "tomorrow from 9:00".
+    "handoff_when": {
+        "it": "Ho avvisato il nostro team: una persona ti risponderà qui {when}.",
+        "en": "I've let our team know: a person will answer you here {when}.",
+        "es": "He avisado a nuestro equipo: una persona te responderá aquí {when}.",
+        "fr": "J'ai prévenu notre équipe : une personne vous répondra ici {when}.",
+        "de": "Ich habe unser Team informiert: Eine Person antwortet Ihnen hier {when}.",
+    },
+    "rate_limited": {
+        "it": "Grazie per i tuoi messaggi! Li abbiamo ricevuti tutti: una persona del nostro team ti risponderà "
+              "al più presto.",
+        "en": "Thank you for your messages! We have received them all: a person from our team will answer you "
+              "as soon as possible.",
+        "es": "¡Gracias por tus mensajes! Los hemos recibido todos: una persona de nuestro equipo te responderá "
+              "lo antes posible.",
+        "fr": "Merci pour vos messages ! Nous les avons tous reçus : une personne de notre équipe vous répondra "
+              "dès que possible.",
+        "de": "Danke für Ihre Nachrichten! Wir haben alle erhalten: Jemand aus unserem Team antwortet Ihnen so "
+              "bald wie möglich.",
+    },
+    "rate_limited_when": {
+        "it": "Grazie per i tuoi messaggi! Li abbiamo ricevuti tutti: una persona del nostro team ti risponderà "
+              "{when}.",
+        "en": "Thank you for your messages! We have received them all: a person from our team will answer you "
+              "{when}.",
+        "es": "¡Gracias por tus mensajes! Los hemos recibido todos: una persona de nuestro equipo te responderá "
+              "{when}.",
+        "fr": "Merci pour vos messages ! Nous les avons tous reçus : une personne de notre équipe vous répondra "
+              "{when}.",
+        "de": "Danke für Ihre Nachrichten! Wir haben alle erhalten: Jemand aus unserem Team antwortet Ihnen {when}.",
+    },
     "order_confirmed": {
         "it": "Grazie! Il tuo ordine {order} è confermato. Totale: {total}.",
         "en": "Thank you! Your order {order} is confirmed. Total: {total}.",

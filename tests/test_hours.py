@@ -7,7 +7,7 @@ from zoneinfo import ZoneInfo
 
 import pytest
 
-from bot.hours import BusinessHours
+from bot.domain.hours import BusinessHours
 
 ROME = ZoneInfo("Europe/Rome")
 SHOP = "mon-fri 09:00-13:00 14:00-18:00, sat 09:00-13:00"

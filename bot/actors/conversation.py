@@ -14,20 +14,34 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field, replace
 from typing import Any, Protocol
 
+import orjson
 import structlog
 
 from bot.actors.admission import Admission
 from bot.actors.base import Actor
 from bot.actors.channels import Channels
+from bot.actors.costs import Costs
+from bot.actors.guards import (
+    FLOOD_WINDOW,
+    LoopWatch,
+    over_limit,
+    people_are_in,
+    person_answers,
+    within_hour_window,
+)
 from bot.actors.media import MediaReader, Understood
-from bot.ai.engine import AIError, Engine, TurnResult
+from bot.actors.reading import Prepared, prepare
+from bot.ai.engine import AIError, Engine, TurnResult, Usage
 from bot.ai.language import detect_language
 from bot.ai.privacy import make_redactor
 from bot.backoff import Backoff
+from bot.domain.choices import Choice, plain, to_choices
 from bot.domain.conversation import (
     Address,
     ConversationKey,
     InboundMessage,
+    MessageDetail,
+    Order,
     OutboundMessage,
     SendError,
     Session,
@@ -39,12 +53,14 @@ from bot.persistence import commands as command_sql
 from bot.persistence import inbox as inbox_sql
 from bot.persistence import outbox as outbox_sql
 from bot.persistence.conversations import Conversation, ConversationRepo
-from bot.persistence.crm import Contact
-from bot.persistence.database import Conflict, DatabaseUnavailable, Stmt
+from bot.persistence.crm import Contact, OrderRejected
+from bot.persistence.database import Conflict, DatabaseUnavailable, Stmt, marks
 from bot.persistence.events import event_stmt
+from bot.persistence.usage import usage_stmt
 from bot.settings import RuntimeSettings, SettingsSource
 from bot.texts import text as fixed_text
 from bot.tools.core import ToolContext, TurnActions
+from bot.tools.orders import order_summary
 from bot.whatsapp.text import split_text
 
 log = structlog.get_logger("bot.conversation")
@@ -96,11 +112,16 @@ def _nothing(*_: Any, **__: Any) -> None:
     return None
 
 
+def _no_detail(_: dict[str, Any]) -> MessageDetail | None:
+    return None
+
+
 @dataclass(frozen=True, slots=True)
 class ConversationEvents:
     """What the rest of the server wants to hear about (metrics, the live inbox); all optional."""
 
     turn_finished: Callable[[str, float], None] = _nothing
+    model_used: Callable[[str, Usage, float], None] = _nothing  # model, tokens, cost
     sent: Callable[[ConversationKey, str], None] = _nothing  # key, author
     send_failed: Callable[[int | None], None] = _nothing
     changed: Callable[[ConversationKey, str], None] = _nothing  # key, what
@@ -117,10 +138,13 @@ class ConversationDeps:
     media: MediaReader
     settings: SettingsSource
     admission: Admission
+    costs: Costs
     tool_context: ToolContextFactory
     backoff: Backoff
     idle_seconds: float
     events: ConversationEvents = field(default_factory=ConversationEvents)
+    # Reads a stored payload's details (edits, orders…) for rows replayed from the inbox.
+    detail_of: Callable[[dict[str, Any]], MessageDetail | None] = _no_detail
 
 
 @dataclass(slots=True)
@@ -131,6 +155,7 @@ class _Pending:
     message: OutboundMessage
     author: str
     attempts: int = 0
+    answers: bool = False  # a reply to the customer's message (its turn began inside the window)
 
 
 @dataclass(slots=True)
@@ -151,7 +176,7 @@ class _Unit:
 class ConversationActor(Actor[ConversationKey]):
     """Folds bursts into turns, asks the engine, and sends through its channel."""
 
-    __slots__ = ("_sending", "contact", "conv", "deps")
+    __slots__ = ("_arrivals", "_offered", "_sending", "_watch", "contact", "conv", "deps")
 
     def __init__(self, key: ConversationKey, deps: ConversationDeps,
                  on_exit: Callable[[Actor[ConversationKey]], None]) -> None:
@@ -160,6 +185,11 @@ class ConversationActor(Actor[ConversationKey]):
         self.conv: Conversation | None = None
         self.contact: Contact | None = None
         self._sending: list[_Pending] = []  # emptied after every turn; shared empty list while idle
+        # Only while the customer is writing now (lost on passivation, which is fine): the choices we
+        # offered last, recent arrival times (a flood), and what tells a bot from a person.
+        self._offered: tuple[Choice, ...] | None = None
+        self._arrivals: list[float] | None = None
+        self._watch: LoopWatch | None = None
 
     # -- the mailbox ---------------------------------------------------------------------------
     async def handle(self, message: Any) -> None:
@@ -240,10 +270,11 @@ class ConversationActor(Actor[ConversationKey]):
             self.conv = new
         for what in changes:
             self.deps.events.changed(self.key, what)
-        self._sending += [_Pending(r.id, r.message, r.author, r.attempts) for r in fresh]
+        self._sending += [_Pending(r.id, r.message, r.author, r.attempts, answers=r.reply_to_inbox_id is not None)
+                          for r in fresh]
         await self._flush()
         told = {m.stored.inbox_id for m in self.queued() if isinstance(m, Inbound)}
-        untold = [r.stored() for r in pending if r.id not in told]
+        untold = [r.stored(self.deps.detail_of) for r in pending if r.id not in told]
         if untold:
             await self._turn(untold)
 
@@ -331,10 +362,11 @@ class ConversationActor(Actor[ConversationKey]):
     async def _supervised(self, batch: list[StoredInbound], settings: RuntimeSettings) -> str:
         attempt = 0
         first_try = time.monotonic()
+        memo: dict[int, str] = {}  # what a try already did that a retry must not do again (draft orders)
         while True:
             attempt += 1
             try:
-                return await self._answer(batch, settings)
+                return await self._answer(batch, settings, memo)
             except asyncio.CancelledError:
                 raise  # shutting down: the rows stay pending and are replayed at start-up
             except AIError as exc:
@@ -366,27 +398,51 @@ class ConversationActor(Actor[ConversationKey]):
         log.warning("turn_failed", reason=reason)
         await self._commit(batch, unit, replace(conv, state="failed"))
 
-    async def _answer(self, batch: list[StoredInbound], settings: RuntimeSettings) -> str:
+    async def _answer(self, batch: list[StoredInbound], settings: RuntimeSettings, memo: dict[int, str]) -> str:
         conv, contact = await self._state()
         now = time.time()
-        messages = [s.message for s in batch]
-        conv = _refresh_identity(conv, messages[-1])
+        conv = _refresh_identity(conv, batch)
+        prepared = prepare(batch, self._offered)
+        unit = _Unit()
+        for inbox_id, status, why in prepared.closed:
+            unit.add(inbox_sql.close_stmt([inbox_id], status, error=why, now=now))
+        if prepared.revoked:
+            unit.add(Stmt(f"UPDATE inbox SET revoked_at = $1 WHERE wamid IN ({marks(len(prepared.revoked), 4)}) "
+                          f"AND phone_number_id = $2 AND customer_id = $3",
+                          (now, self.key.business, self.key.customer, *prepared.revoked)))
+            unit.changed = "revoked"
+        conv, moved_to = self._notices(conv, prepared, now, unit)
+        # Outside the guards: a customer's catalogue order is a draft order whatever happens next.
+        answer = [*prepared.answer, *[await self._order(stored, order, contact, memo) for stored, order in
+                                      prepared.orders]]
+        answer.sort(key=lambda s: s.inbox_id)
+        if not answer:
+            unit.status, unit.error = "ignored", "nothing to answer"
+            await self._commit(batch, unit, conv)
+            if moved_to is not None:
+                await self._move(moved_to)
+            return "no_reply"
         if not settings.autoreply:
-            await self._commit(batch, _Unit(status="ignored", error="auto-reply is off"), conv)
+            unit.status, unit.error = "ignored", "auto-reply is off"
+            await self._commit(batch, unit, conv)
             return "autoreply_off"
         if conv.is_paused(now):
-            await self._commit(batch, _Unit(status="ignored", error="a person is handling this conversation"), conv)
+            unit.status, unit.error = "ignored", "a person is handling this conversation"
+            await self._commit(batch, unit, conv)
             return "paused"
+        guarded = await self._guards(answer, conv, settings, now, unit)
+        if guarded is not None:
+            return guarded
+        conv = self.conv or conv
         understood: list[tuple[InboundMessage, Understood]] = []
-        unit = _Unit()
-        for stored, message in zip(batch, messages, strict=True):
-            got = await self.deps.media.read(message)
+        for stored in answer:
+            got = await self.deps.media.read(stored.message)
             if got.transcript:
                 unit.add(inbox_sql.InboxRepo.text_stmt(stored.inbox_id, got.transcript))
             if got.problem:
-                unit.add(self.deps.repos.errors.stmt(f"media_failed:{message.type}", got.problem,
+                unit.add(self.deps.repos.errors.stmt(f"media_failed:{stored.message.type}", got.problem,
                                                      session_id=conv.session_id))
-            understood.append((message, got))
+            understood.append((stored.message, got))
         if all(u.no_reply for _, u in understood):
             unit.status, unit.error = "ignored", "nothing to answer (reaction)"
             await self._commit(batch, unit, conv)
@@ -398,48 +454,156 @@ class ConversationActor(Actor[ConversationKey]):
         language = conv.language
         if not texts:
             # Nothing the model can read (unsupported type, failed download): a fixed, polite reply.
-            reply = next((u.fixed_reply for _, u in understood if u.fixed_reply), "unsupported")
-            unit.author, unit.messages = "system", [OutboundMessage("text", fixed_text(reply, language))]
+            fixed = next((u.fixed_reply for _, u in understood if u.fixed_reply), "unsupported")
+            unit.author, unit.messages = "system", [OutboundMessage("text", fixed_text(fixed, language))]
             await self._commit(batch, unit, conv)
-            return reply
+            return fixed
         if _asks_for_human("\n".join(texts), settings.handoff_keywords):
-            await self._commit(batch, self._handoff_unit(unit, language, "the customer asked for a person"),
-                               _needs_human(conv, now))
+            self._handoff_unit(unit, settings, language, now, "the customer asked for a person")
+            await self._commit(batch, unit, _needs_human(conv, now))
             return "handoff"
         if conv.paused:
             conv = replace(conv, paused=False, paused_until=None)  # the cooldown ran out: the AI is back
-        signals = asyncio.get_running_loop().create_task(self._typing(conv, messages[-1], settings))
+        signals = asyncio.get_running_loop().create_task(self._typing(conv, answer[-1].message, settings))
         try:
-            result = await self._ask_model(conv, contact, batch, understood, settings, language)
+            result = await self._ask_model(conv, contact, answer, understood, settings, language)
         finally:
             await signals
         if result is None:
-            await self._commit(batch, _Unit(status="ignored", error="a person stepped in"), self.conv or conv)
+            unit.status, unit.error = "ignored", "a person stepped in"
+            await self._commit(batch, unit, self.conv or conv)
             log.info("draft_dropped", reason="human_took_over")
             return "dropped"
-        answer, actions = result
+        reply, actions = result
+        cost = self.deps.costs.cost(reply.model, reply.usage)
+        self.deps.costs.add(cost)
+        self.deps.events.model_used(reply.model, reply.usage, cost)
+        unit.add(usage_stmt(self.key, reply.model, calls=max(1, len(reply.tool_calls) + 1),
+                            input_tokens=reply.usage.input_tokens, cached_tokens=reply.usage.cached_tokens,
+                            output_tokens=reply.usage.output_tokens, cost=cost, now=now))
         if actions.contact_changed:
             self.contact = None  # a tool changed it: read it again next turn
+        conv = replace(conv, last_response_id=reply.response_id, last_response_at=now, state="active",
+                       paused_since=None, rate_window_turns=conv.rate_window_turns + 1)
         if actions.handoff_reason is not None:
             # A tool handed off: the model's draft is dropped, the customer hears the hand-off text.
-            await self._commit(batch, self._handoff_unit(unit, language, actions.handoff_reason),
-                               _needs_human(conv, now))
+            self._handoff_unit(unit, settings, language, now, actions.handoff_reason)
+            await self._commit(batch, unit, _needs_human(conv, now))
             return "handoff"
-        reply = answer.text or fixed_text("fallback", language)
-        unit.messages = [OutboundMessage("text", part) for part in split_text(reply)]
-        new = replace(conv, last_response_id=answer.response_id, last_response_at=now, state="active",
-                      paused_since=None)
-        await self._commit(batch, unit, new)
+        offered: tuple[Choice, ...] | None = None
+        if actions.choices is not None:
+            offered = tuple(to_choices(actions.choices["choices"]))
+            question = str(actions.choices["text"])
+            unit.messages = [OutboundMessage("choices", plain(question, offered), {
+                "text": question, "choices": actions.choices["choices"], "language": language})]
+        else:
+            unit.messages = [OutboundMessage("text", part)
+                             for part in split_text(reply.text or fixed_text("fallback", language))]
+        await self._commit(batch, unit, conv)
+        self._offered = offered  # a typed answer to these is understood in the next turn
         return "answered"
 
-    def _handoff_unit(self, unit: _Unit, language: str | None, reason: str) -> _Unit:
-        unit.author, unit.messages = "system", [OutboundMessage("text", fixed_text("handoff", language))]
+    async def _guards(self, answer: list[StoredInbound], conv: Conversation, settings: RuntimeSettings, now: float,
+                      unit: _Unit) -> str | None:
+        """Opening hours, the monthly budget, the customer's limits, another bot: an outcome, or None to go on."""
+        self._arrivals = [t for t in (self._arrivals or ()) if now - t < FLOOD_WINDOW] + \
+            [s.received_at for s in answer]
+        # What is still waiting counts too: a flood shows in the mailbox long before it shows in turns.
+        waiting = sum(1 for m in self.queued() if isinstance(m, Inbound) and now - m.stored.received_at < FLOOD_WINDOW)
+        watch = self._watch or LoopWatch()
+        for stored in answer:
+            watch = watch.heard(stored.message.text, stored.received_at, settings.loop_reply_seconds)
+        self._watch = watch
+        conv = within_hour_window(conv, now)
+        language = conv.language
+        if people_are_in(settings, now):
+            # The AI answers only outside opening hours: the team has it now.
+            unit.status, unit.error, unit.changed = "ignored", "opening hours: the team answers", "needs_human"
+            await self._commit(answer, unit, replace(conv, needs_human=True))
+            return "opening_hours"
+        if watch.looping:
+            unit.status, unit.error, unit.changed = "ignored", "another automated sender: the AI paused", "loop"
+            log.warning("loop_detected", fast_replies=watch.fast_replies, same_text=watch.same_text)
+            await self._commit(answer, unit, conv.paused_by_human(until=None, now=now).flagged("loop", now))
+            return "loop"
+        if self.deps.costs.over(settings.monthly_budget):
+            unit.status, unit.error = "ignored", "the monthly budget is reached"
+            if conv.flag != "budget":  # the customer hears once that a person will answer
+                self._handoff_unit(unit, settings, language, now, "the monthly budget is reached")
+            await self._commit(answer, unit, _needs_human(conv, now).flagged("budget", now))
+            return "budget"
+        if over_limit(conv, len(self._arrivals) + waiting, settings):
+            unit.status, unit.error = "ignored", f"rate limit: {settings.customer_turns_per_hour} turns an hour"
+            if conv.flag != "rate_limited":  # one polite notice, then silence until the hour is over
+                unit.author = "system"
+                unit.messages = [OutboundMessage("text", person_answers(settings, language, now, "rate_limited"))]
+                unit.changed = "rate_limited"
+                log.warning("customer_rate_limited", turns=conv.rate_window_turns, recent=len(self._arrivals) + waiting)
+            await self._commit(answer, unit, conv.flagged("rate_limited", now))
+            return "rate_limited"
+        self.conv = conv
+        return None
+
+    def _notices(self, conv: Conversation, prepared: Prepared, now: float,
+                 unit: _Unit) -> tuple[Conversation, str | None]:
+        """WhatsApp's notices about the customer: recorded, never answered; a new number moves the conversation."""
+        moved_to: str | None = None
+        for notice in prepared.notices:
+            if notice.number_changed and notice.new_wa_id and notice.new_wa_id != conv.wa_id:
+                moved_to = notice.new_wa_id
+                unit.changed = "number_changed"
+            elif notice.identity_changed:
+                conv = conv.flagged("identity_changed", now)
+                unit.changed = "identity_changed"
+        return conv, moved_to
+
+    async def _move(self, new_wa_id: str) -> None:
+        """The customer has a new number: the conversation, its history, contact and session go with them."""
+        conv, _ = await self._state()
+        repos, key = self.deps.repos, self.key
+        async with repos.db.transaction() as tx:
+            taken = await tx.fetchval("SELECT 1 FROM conversations WHERE phone_number_id = $1 AND customer_id = $2",
+                                      key.business, new_wa_id)
+            if taken is not None:
+                log.warning("number_change_not_applied", reason="a conversation with the new number exists")
+                return
+            if conv.customer_id == conv.wa_id:  # keyed by phone: the key moves too
+                await ConversationRepo.move_in(tx, key.business, old=key.customer, new=new_wa_id, wa_id=new_wa_id)
+            else:  # keyed by the business-scoped id: only the number changes
+                await tx.execute("UPDATE conversations SET wa_id = $1 WHERE phone_number_id = $2 AND customer_id = $3",
+                                 new_wa_id, key.business, key.customer)
+            await tx.execute("UPDATE contacts SET wa_id = $1 WHERE phone_number_id = $2 AND customer_id IN ($3, $4)",
+                             new_wa_id, key.business, key.customer, new_wa_id)
+        log.info("number_changed")
+        self.conv = self.contact = None  # this actor's key is the old number's: read afresh if told again
+
+    async def _order(self, stored: StoredInbound, order: Order, contact: Contact,
+                     memo: dict[int, str]) -> StoredInbound:
+        """A catalogue order becomes a draft order (as create_order makes), and the model reads its summary."""
+        if stored.inbox_id not in memo:  # a retried turn does not draft the same cart twice
+            note = f" They wrote: {order.text}" if order.text else ""
+            try:
+                draft = await self.deps.repos.orders.create_draft(contact.id, order.lines(), notes=order.text)
+            except OrderRejected as exc:
+                memo[stored.inbox_id] = ("[The customer sent an order from the WhatsApp catalogue, but it could not "
+                                         f"be made: {'; '.join(exc.problems)}. Explain this kindly.{note}]")
+            else:
+                summary = orjson.dumps(order_summary(draft, contact.language)).decode()
+                memo[stored.inbox_id] = (
+                    f"[The customer sent an order from the WhatsApp catalogue. A draft order was made: {summary}. "
+                    f"Tell them the lines and the total, then call generate_order_confirmation_form with "
+                    f"order_id {draft.id} and send them the link.{note}]")
+        return replace(stored, message=replace(stored.message, text=memo[stored.inbox_id], type="text"))
+
+    def _handoff_unit(self, unit: _Unit, settings: RuntimeSettings, language: str | None, now: float,
+                      reason: str) -> None:
+        unit.author = "system"
+        unit.messages = [OutboundMessage("text", person_answers(settings, language, now, "handoff"))]
         unit.changed = "needs_human"
         if not self.key.is_local:
             unit.add(event_stmt("handoff.requested", {"phone_number_id": self.key.business,
                                                       "customer_id": self.key.customer, "reason": reason}))
         log.info("handoff_requested")
-        return unit
 
     async def _ask_model(self, conv: Conversation, contact: Contact, batch: list[StoredInbound],
                          understood: list[tuple[InboundMessage, Understood]], settings: RuntimeSettings,
@@ -504,7 +668,7 @@ class ConversationActor(Actor[ConversationKey]):
         # A row that already existed (a retried turn whose reply was committed before it failed) is not
         # queued again: its id is not returned, so nothing is sent twice.
         returned = results[first : first + len(unit.messages)]
-        self._sending += [_Pending(int(rows[0][0]), message, unit.author)
+        self._sending += [_Pending(int(rows[0][0]), message, unit.author, answers=bool(ids))
                           for rows, message in zip(returned, unit.messages, strict=True) if rows]
         if unit.changed:
             self.deps.events.changed(self.key, unit.changed)
@@ -537,6 +701,17 @@ class ConversationActor(Actor[ConversationKey]):
         """queued → sending → sent (or failed), each step a compare-and-set; retried with backoff."""
         conv, _ = await self._state()
         channel, to = self.deps.channels.for_key(self.key), _address(conv)
+        if row.message.kind in FREE_FORM and not row.answers and not self.key.is_local \
+                and not _in_window(conv, time.time()):
+            # WhatsApp refuses free-form messages 24 h after the customer's last one (131047): send the
+            # template set for that purpose, or fail with the reason here rather than at Meta.
+            message = _out_of_window(row.message, (await self.deps.settings.current()).window_template)
+            if message is None:
+                await self._write([outbox_sql.failed_stmt(row.id, None, OUT_OF_WINDOW, was="queued")])
+                log.warning("reply_failed", reason="outside the 24-hour window", author=row.author)
+                self.deps.events.changed(self.key, "send_failed")
+                return
+            row = _Pending(row.id, message, row.author, row.attempts, row.answers)
         attempt = row.attempts
         first_try = time.monotonic()
         while True:
@@ -575,6 +750,7 @@ class ConversationActor(Actor[ConversationKey]):
                 }, now=now))
             await self._write(stmts)
             self.conv = sent
+            self._watch = (self._watch or LoopWatch()).sent(now)
             log.info("reply_sent", author=row.author, chars=len(row.message.text))
             self.deps.events.sent(self.key, row.author)
             return
@@ -582,6 +758,29 @@ class ConversationActor(Actor[ConversationKey]):
 
 async def _none() -> list[Any]:
     return []
+
+
+FREE_FORM = ("text", "choices", "interactive")
+WINDOW_SECONDS = 24 * 3600
+OUT_OF_WINDOW = ("not sent: the customer's last message is more than 24 hours old, and WhatsApp then allows "
+                 "only approved templates; set a template for the server's own texts (BOT_WINDOW_TEMPLATE, or "
+                 "the settings page), or send one from the inbox")
+
+
+def _in_window(conv: Conversation, now: float) -> bool:
+    return conv.last_inbound_at is not None and now - conv.last_inbound_at <= WINDOW_SECONDS
+
+
+def _out_of_window(message: OutboundMessage, template: tuple[str, str] | None) -> OutboundMessage | None:
+    """A free-form text carried by the configured template (its one body parameter), or None without one."""
+    if template is None:
+        return None
+    # Template parameters may hold no newlines or tabs and at most four spaces in a row (Meta's rule).
+    value = " ".join(message.text.split())[:1000]
+    name, language = template
+    body = {"name": name, "language": {"code": language},
+            "components": [{"type": "body", "parameters": [{"type": "text", "text": value}]}]}
+    return OutboundMessage("template", message.text, body)
 
 
 def _cooldown_end(settings: RuntimeSettings, now: float) -> float | None:
@@ -601,12 +800,16 @@ def _digits(customer: str) -> str | None:
     return customer if customer.isdigit() else None
 
 
-def _refresh_identity(conv: Conversation, last: InboundMessage) -> Conversation:
-    """The ingest keeps phone and profile name current in the row; keep the cached copy in step."""
-    if (last.wa_id or conv.wa_id) == conv.wa_id and (last.profile_name or conv.profile_name) == conv.profile_name:
+def _refresh_identity(conv: Conversation, batch: list[StoredInbound]) -> Conversation:
+    """The ingest keeps phone, profile name and last message time current in the row; so does the cache."""
+    last = batch[-1].message
+    heard = max(min(float(s.message.timestamp or s.received_at), s.received_at) for s in batch)
+    if (last.wa_id or conv.wa_id) == conv.wa_id and (last.profile_name or conv.profile_name) == conv.profile_name \
+            and (conv.last_inbound_at or 0) >= heard:
         return conv
     return replace(conv, wa_id=last.wa_id or conv.wa_id, user_id=last.user_id or conv.user_id,
-                   profile_name=last.profile_name or conv.profile_name)
+                   profile_name=last.profile_name or conv.profile_name,
+                   last_inbound_at=max(heard, conv.last_inbound_at or 0))
 
 
 def _asks_for_human(text: str, keywords: tuple[str, ...]) -> bool:

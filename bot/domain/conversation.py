@@ -192,7 +192,7 @@ class StoredInbound:
     received_at: float
 
 
-OutboundKind = Literal["text", "interactive", "template", "reaction"]
+OutboundKind = Literal["text", "choices", "interactive", "template", "reaction"]
 
 
 @dataclass(frozen=True, slots=True)

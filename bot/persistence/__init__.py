@@ -13,6 +13,7 @@ from bot.persistence.inbox import ErrorRepo, InboxRepo
 from bot.persistence.outbox import OutboxRepo
 from bot.persistence.stats import StatsRepo
 from bot.persistence.templates import TemplateRepo
+from bot.persistence.usage import BusinessSettingsRepo, UsageRepo
 from bot.persistence.users import AuditRepo, UserRepo
 
 
@@ -35,6 +36,8 @@ class Repositories:
     knowledge: KnowledgeRepo
     stats: StatsRepo
     templates: TemplateRepo
+    usage: UsageRepo
+    business: BusinessSettingsRepo
 
     @classmethod
     def on(cls, db: Database) -> Repositories:
@@ -55,4 +58,6 @@ class Repositories:
             knowledge=KnowledgeRepo(db),
             stats=StatsRepo(db),
             templates=TemplateRepo(db),
+            usage=UsageRepo(db),
+            business=BusinessSettingsRepo(db),
         )

@@ -43,8 +43,11 @@ class Conversation:
     last_outbound_at: float | None = None
     last_message_preview: str | None = None
     last_activity_at: float | None = None
-    flag: str | None = None
+    flag: str | None = None  # rate_limited | loop | budget | identity_changed: for operators to look at
     assigned_to: str | None = None
+    rate_window_start: float | None = None
+    rate_window_turns: int = 0
+    flag_at: float | None = None
 
     @classmethod
     def from_row(cls, row: Record) -> Conversation:
@@ -69,7 +72,11 @@ class Conversation:
 
     def handed_back(self) -> Conversation:
         """The state after an operator gave the conversation back to the AI."""
-        return replace(self, paused=False, paused_until=None, needs_human=False, flag=None)
+        return replace(self, paused=False, paused_until=None, needs_human=False, flag=None, flag_at=None)
+
+    def flagged(self, flag: str, now: float) -> Conversation:
+        """Marked for operators (rate-limited, another bot on the line, budget reached…)."""
+        return replace(self, flag=flag, flag_at=now)
 
     def touched(self, *, inbound: bool, preview: str | None, now: float) -> Conversation:
         """Activity for the inbox list and the diagnostics."""
@@ -89,7 +96,7 @@ def new_session_id() -> str:
 # profile name, last inbound time); activity and preview are shared, so they only ever move forward.
 _STATE_COLUMNS = (
     "last_response_id", "last_response_at", "language", "paused", "paused_until", "paused_since",
-    "needs_human", "state", "last_outbound_at", "flag",
+    "needs_human", "state", "last_outbound_at", "flag", "flag_at", "rate_window_start", "rate_window_turns",
 )
 _N = len(_STATE_COLUMNS)
 _SAVE_SQL = (

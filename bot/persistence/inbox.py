@@ -10,7 +10,7 @@ from typing import Any
 
 import orjson
 
-from bot.domain.conversation import ConversationKey, InboundMessage, StoredInbound
+from bot.domain.conversation import ConversationKey, InboundMessage, MessageDetail, StoredInbound
 from bot.persistence.database import Database, Record, Stmt, marks, row_to
 
 _COLUMNS = 12
@@ -50,16 +50,17 @@ class InboxRow:
         """The conversation of this message."""
         return ConversationKey(self.phone_number_id, self.customer_id)
 
-    def stored(self) -> StoredInbound:
-        """The neutral message the conversation's actor works on."""
+    def stored(self, detail_of: Callable[[dict[str, Any]], MessageDetail | None] | None = None) -> StoredInbound:
+        """The neutral message the conversation's actor works on; `detail_of` reads the channel's details back."""
         try:
             payload = orjson.loads(self.payload)
         except orjson.JSONDecodeError:
             payload = {}
+        payload = payload if isinstance(payload, dict) else {}
         message = InboundMessage(
             wamid=self.wamid, phone_number_id=self.phone_number_id, customer_id=self.customer_id, wa_id=self.wa_id,
             user_id=self.user_id, profile_name=self.profile_name, type=self.type, text=self.text,
-            payload=payload if isinstance(payload, dict) else {}, timestamp=self.sent_at,
+            payload=payload, timestamp=self.sent_at, detail=detail_of(payload) if detail_of else None,
         )
         return StoredInbound(self.id, message, self.received_at)
 

@@ -85,7 +85,7 @@ class OutboxRow:
     def message(self) -> OutboundMessage:
         """What to send."""
         body = orjson.loads(self.body) if self.body else None
-        kind = self.kind if self.kind in ("text", "interactive", "template", "reaction") else "text"
+        kind = self.kind if self.kind in ("text", "choices", "interactive", "template", "reaction") else "text"
         return OutboundMessage(kind, self.text, body)  # type: ignore[arg-type]
 
 

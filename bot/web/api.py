@@ -61,6 +61,8 @@ def conversation_json(conv: Conversation, row: Any, now: float) -> dict[str, Any
         "state": conversation_state(conv, now),
         "paused_until": conv.paused_until if conv.is_paused(now) else None,
         "needs_human": conv.needs_human,
+        "flag": conv.flag,  # rate_limited | loop | budget | identity_changed: for an operator to look at
+        "flag_at": conv.flag_at,
         "language": conv.language,
         "is_test": conv.is_test,
         "last_message": row["last_message_preview"],

@@ -17,11 +17,23 @@ from aiohttp import web
 
 from bot import readiness
 from bot.actors.conversation import Reload
+from bot.actors.costs import month_of
 from bot.secrets import mask
 from bot.texts import plural
 from bot.web.auth import audit_fields, principal_of
-from bot.web.keys import BUILD, CONFIG, DATABASE, KEY_CHECKER, REGISTRY, REPOS, SETTINGS, STORED_SETTINGS, TOOLS
-from bot.web.pages import render
+from bot.web.keys import (
+    BUILD,
+    CONFIG,
+    COSTS,
+    DATABASE,
+    KEY_CHECKER,
+    REGISTRY,
+    REPOS,
+    SETTINGS,
+    STORED_SETTINGS,
+    TOOLS,
+)
+from bot.web.pages import budget_banner, render
 from bot.web.settings_page import knowledge_json
 
 log = structlog.get_logger("bot.web.diagnostics")
@@ -97,6 +109,7 @@ async def collect(app: web.Application, *, audit: bool) -> dict[str, Any]:
             "last_inbound_at": traffic.last_inbound_at,
             "last_outbound_at": traffic.last_outbound_at,
         },
+        "costs": await _costs(app, current.monthly_budget),
         "recent_errors": await repos.errors.recent(ERROR_WINDOW_SECONDS),
         "tool_load_errors": [{"module": e.module, "error": e.error} for e in (tools.load_errors if tools else [])],
     }
@@ -104,6 +117,14 @@ async def collect(app: web.Application, *, audit: bool) -> dict[str, Any]:
         data["recent_accesses"] = await repos.audit.accesses(ACCESS_ACTIONS, ACCESS_WINDOW_SECONDS)
         data["recent_activity"] = await repos.audit.recent(20)
     return data
+
+
+async def _costs(app: web.Application, budget: float | None) -> dict[str, Any]:
+    costs = app[COSTS]
+    month = month_of(time.time())
+    return {"today": round(costs.today, 6), "month": round(costs.month, 6), "budget": budget,
+            "budget_reached": costs.over(budget),
+            "by_model": await app[REPOS].usage.by_model(month), "since": month}
 
 
 @routes.get("/ai-diagnostics")
@@ -116,7 +137,8 @@ async def diagnostics_page(request: web.Request) -> web.Response:
     if reset and reset.isdigit():
         count = int(reset)
         notice = f"Sessions reset: {plural(count, 'conversation')} {'starts' if count == 1 else 'start'} afresh."
-    return render(request, "diagnostics.html", d=data, notice=notice, error=None)
+    return render(request, "diagnostics.html", d=data, notice=notice, error=None,
+                  banner=await budget_banner(request.app))
 
 
 @routes.get("/api/diagnostics")

@@ -12,7 +12,7 @@ from aiohttp import web
 from bot.domain.conversation import InboundMessage
 from bot.persistence.conversations import TEST_NUMBER_ID
 from bot.web.keys import INGEST, LIVE, USER
-from bot.web.pages import render
+from bot.web.pages import budget_banner, render
 from bot.whatsapp.events import WebhookBatch
 from bot.whatsapp.text import MAX_TEXT
 
@@ -24,7 +24,7 @@ KEEPALIVE_SECONDS = 15.0
 @routes.get("/inbox")
 async def inbox_page(request: web.Request) -> web.Response:
     """The inbox: conversation list, thread view, reply box, takeover buttons, test chat."""
-    return render(request, "inbox.html")
+    return render(request, "inbox.html", banner=await budget_banner(request.app))
 
 
 @routes.get("/inbox/events")

@@ -7,6 +7,7 @@ import jinja2
 from aiohttp import web
 
 from bot.actors.admission import Admission
+from bot.actors.costs import Costs
 from bot.actors.ingest import Ingest
 from bot.actors.registry import Registry
 from bot.actors.takeover import Takeover
@@ -36,6 +37,7 @@ ENGINE = web.AppKey("engine", Engine)
 REGISTRY = web.AppKey("registry", Registry)
 INGEST = web.AppKey("ingest", Ingest)
 ADMISSION = web.AppKey("admission", Admission)
+COSTS = web.AppKey("costs", Costs)
 TAKEOVER = web.AppKey("takeover", Takeover)
 TOOLS = web.AppKey("tools", ToolRegistry)
 LIVE = web.AppKey("live", LiveHub)

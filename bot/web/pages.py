@@ -12,7 +12,7 @@ from aiohttp import web
 
 import bot
 from bot.texts import plural
-from bot.web.keys import TEMPLATES, USER
+from bot.web.keys import COSTS, SETTINGS, TEMPLATES, USER
 
 
 def _when(timestamp: float | None) -> str:
@@ -64,10 +64,21 @@ def make_templates() -> jinja2.Environment:
     return env
 
 
+async def budget_banner(app: web.Application) -> str | None:
+    """The banner every operator page shows while the monthly model budget is reached."""
+    budget = (await app[SETTINGS].current()).monthly_budget
+    costs = app.get(COSTS)
+    if costs is None or not costs.over(budget):
+        return None
+    return (f"The monthly budget for the AI ({budget:,.2f}) is reached: the assistant no longer answers and "
+            "customers are told a person will. Raise it on the settings page, or answer them from here.")
+
+
 def render(request: web.Request, template: str, *, status: int = 200,
            headers: Mapping[str, str] | None = None, **context: Any) -> web.Response:
     """Render a page with the signed-in user, their CSRF token and the nav bar filled in."""
     user = request.get(USER)
+    context.setdefault("banner", None)
     page = request.app[TEMPLATES].get_template(template).render(
         user=user,
         csrf_token=user.csrf_token if user is not None and user.csrf_token else "",

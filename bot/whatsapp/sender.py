@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from bot.domain.conversation import Address, ConversationKey, OutboundMessage
 from bot.whatsapp.client import WhatsAppClient
+from bot.whatsapp.interactive import render_choices
 
 
 class WhatsAppChannel:
@@ -14,6 +15,13 @@ class WhatsAppChannel:
 
     async def send(self, key: ConversationKey, to: Address, message: OutboundMessage) -> str:
         """Post one message; returns its wamid (raises GraphError)."""
+        if message.kind == "choices" and message.body is not None:
+            # Buttons, a list, or numbered text: whichever WhatsApp's limits allow for these choices.
+            rendered = render_choices(message.body.get("text") or message.text, message.body["choices"],
+                                      language=message.body.get("language"))
+            if rendered.interactive is not None:
+                return await self.client.send_interactive(key.business, to, rendered.interactive)
+            return await self.client.send_text(key.business, to, rendered.text)
         if message.kind == "interactive" and message.body is not None:
             return await self.client.send_interactive(key.business, to, message.body)
         if message.kind == "template" and message.body is not None:
