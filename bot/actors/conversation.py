@@ -337,7 +337,9 @@ class ConversationActor(Actor[ConversationKey]):
 
     async def _turn(self, first: list[StoredInbound]) -> None:
         settings = await self.deps.settings.current()
-        batch = list(first)
+        batch: list[StoredInbound] = []
+        # A replay may hand over more than one turn takes: the rest waits its turn in the mailbox, in order.
+        self.push_front([Inbound(s) for s in first])
         self._fold(batch)
         await self._collect_burst(batch, settings.burst_window_ms / 1000)
         async with self.deps.admission.slot():
@@ -399,10 +401,20 @@ class ConversationActor(Actor[ConversationKey]):
         await self._commit(batch, unit, replace(conv, state="failed"))
 
     async def _answer(self, batch: list[StoredInbound], settings: RuntimeSettings, memo: dict[int, str]) -> str:
+        conv, _ = await self._state()
+        prepared = prepare(batch, self._offered)
+        moved_to = next((n.new_wa_id for n in prepared.notices if n.number_changed and n.new_wa_id
+                         and n.new_wa_id != conv.wa_id), None)
+        outcome = await self._reply(batch, prepared, settings, memo)
+        if moved_to is not None:
+            await self._move(moved_to)  # after the turn's write, which closed the rows under the old key
+        return outcome
+
+    async def _reply(self, batch: list[StoredInbound], prepared: Prepared, settings: RuntimeSettings,
+                     memo: dict[int, str]) -> str:
         conv, contact = await self._state()
         now = time.time()
         conv = _refresh_identity(conv, batch)
-        prepared = prepare(batch, self._offered)
         unit = _Unit()
         for inbox_id, status, why in prepared.closed:
             unit.add(inbox_sql.close_stmt([inbox_id], status, error=why, now=now))
@@ -411,7 +423,7 @@ class ConversationActor(Actor[ConversationKey]):
                           f"AND phone_number_id = $2 AND customer_id = $3",
                           (now, self.key.business, self.key.customer, *prepared.revoked)))
             unit.changed = "revoked"
-        conv, moved_to = self._notices(conv, prepared, now, unit)
+        conv = self._notices(conv, prepared, now, unit)
         # Outside the guards: a customer's catalogue order is a draft order whatever happens next.
         answer = [*prepared.answer, *[await self._order(stored, order, contact, memo) for stored, order in
                                       prepared.orders]]
@@ -419,8 +431,6 @@ class ConversationActor(Actor[ConversationKey]):
         if not answer:
             unit.status, unit.error = "ignored", "nothing to answer"
             await self._commit(batch, unit, conv)
-            if moved_to is not None:
-                await self._move(moved_to)
             return "no_reply"
         if not settings.autoreply:
             unit.status, unit.error = "ignored", "auto-reply is off"
@@ -544,18 +554,16 @@ class ConversationActor(Actor[ConversationKey]):
         self.conv = conv
         return None
 
-    def _notices(self, conv: Conversation, prepared: Prepared, now: float,
-                 unit: _Unit) -> tuple[Conversation, str | None]:
-        """WhatsApp's notices about the customer: recorded, never answered; a new number moves the conversation."""
-        moved_to: str | None = None
+    @staticmethod
+    def _notices(conv: Conversation, prepared: Prepared, now: float, unit: _Unit) -> Conversation:
+        """WhatsApp's notices about the customer: recorded, never answered (a new number moves it after the turn)."""
         for notice in prepared.notices:
-            if notice.number_changed and notice.new_wa_id and notice.new_wa_id != conv.wa_id:
-                moved_to = notice.new_wa_id
+            if notice.number_changed:
                 unit.changed = "number_changed"
             elif notice.identity_changed:
                 conv = conv.flagged("identity_changed", now)
                 unit.changed = "identity_changed"
-        return conv, moved_to
+        return conv
 
     async def _move(self, new_wa_id: str) -> None:
         """The customer has a new number: the conversation, its history, contact and session go with them."""
