@@ -26,6 +26,9 @@ class Registry(Generic[K]):
         self._factory = factory
         self._actors: dict[K, Actor[K]] = {}
         self._closing = False
+        # Called when a key's actor passivated and no new incarnation took its place (the cluster
+        # registry gives the conversation's lock back then).
+        self.on_passivated: Callable[[K], None] = lambda key: None
 
     def tell(self, key: K, message: Any) -> None:
         """Deliver a message, activating the actor if it is not live."""
@@ -59,6 +62,8 @@ class Registry(Generic[K]):
             # A message that raced with passivation goes to the next incarnation, never dropped.
             for message in leftovers:
                 self.tell(actor.key, message)
+        if actor.key not in self._actors:
+            self.on_passivated(actor.key)
 
     async def stop_all(self, timeout: float) -> None:
         """Graceful stop: every actor finishes what was queued before its Stop, within `timeout`."""

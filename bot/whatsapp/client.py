@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import time
-from typing import Any
+from typing import Any, Protocol
 
 import aiohttp
 import orjson
@@ -92,17 +92,40 @@ def classify(status: int, body: Any, retry_after: str | None) -> GraphError:
     return GraphError(message, code=code, http_status=status, retryable=retryable, retry_after=delay)
 
 
+class RateLimiter(Protocol):
+    """Waits until one more message may go from a business number (BOT_SEND_RATE)."""
+
+    async def take(self, phone_number_id: str) -> None:
+        """Wait for one send's token."""
+        ...
+
+
+class LocalRate:
+    """One token bucket per business number, in this process (the single-process mode)."""
+
+    def __init__(self, rate: float) -> None:
+        self._rate = rate
+        self._buckets: dict[str, TokenBucket] = {}
+
+    async def take(self, phone_number_id: str) -> None:
+        """Wait for one send's token."""
+        bucket = self._buckets.get(phone_number_id)
+        if bucket is None:
+            bucket = self._buckets[phone_number_id] = TokenBucket(self._rate)
+        await bucket.take()
+
+
 class WhatsAppClient:
     """Posts to {api_base}/{phone_number_id}/messages with the bearer token."""
 
     def __init__(self, *, session: aiohttp.ClientSession, api_base: str, access_token: str,
-                 send_rate: float, timeout: float) -> None:
+                 send_rate: float, timeout: float, limiter: RateLimiter | None = None) -> None:
         self._session = session
         self._api_base = api_base.rstrip("/")
         self._token = access_token
-        self._send_rate = send_rate
         self._timeout = aiohttp.ClientTimeout(total=timeout)
-        self._buckets: dict[str, TokenBucket] = {}
+        # Several processes share one rate (bot/cluster/rate.py); one process keeps its own buckets.
+        self.limiter: RateLimiter = limiter or LocalRate(send_rate)
 
     @property
     def configured(self) -> bool:
@@ -114,10 +137,7 @@ class WhatsAppClient:
 
     async def _post(self, phone_number_id: str, body: dict[str, Any], *, rate_limited: bool = True) -> Any:
         if rate_limited:
-            bucket = self._buckets.get(phone_number_id)
-            if bucket is None:
-                bucket = self._buckets[phone_number_id] = TokenBucket(self._send_rate)
-            await bucket.take()
+            await self.limiter.take(phone_number_id)
         url = f"{self._api_base}/{phone_number_id}/messages"
         try:
             async with self._session.post(
