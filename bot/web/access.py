@@ -13,13 +13,13 @@ import ipaddress
 import secrets
 import sys
 import time
-from collections import deque
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 
 import structlog
 
 from bot.config import Config, ConfigError
+from bot.persistence.database import Database, Stmt
 from bot.persistence.users import ROLES, UserExists, UserRepo
 
 log = structlog.get_logger("bot.web.access")
@@ -133,85 +133,66 @@ def client_ip(peer: str | None, forwarded_for: Iterable[str], trusted: tuple[Net
 class Attempt:
     """One sign-in attempt, counted as a failure from the moment it is reserved until it succeeds."""
 
+    id: int
     ip: str
     username: str
     at: float
 
 
+# Counted and inserted in one statement: an attempt is refused if either count is already at its
+# limit, else it is recorded, so attempts sent all at once (to any process) are all counted.
+_RESERVE = (
+    "INSERT INTO signin_attempts (ip, username, at) SELECT $1, $2, $3 "
+    "WHERE (SELECT COUNT(*) FROM signin_attempts WHERE ip = $1 AND at > $4) < $5 "
+    "AND (SELECT COUNT(*) FROM signin_attempts WHERE username = $2 AND at > $4) < $6 RETURNING id"
+)
+_RECENT = "SELECT at FROM signin_attempts WHERE {column} = $1 AND at > $2 ORDER BY at DESC LIMIT $3"
+
+
 class LoginThrottle:
     """Failed sign-ins per IP and per username in a sliding window; past a limit, sign-ins wait.
 
-    An attempt is counted *before* the password is checked (`reserve`), so attempts sent all at once
-    are counted too, and only a correct password takes it back (`succeeded`). A success forgets the
-    failures of that user from that IP, and nothing else: signing in to your own account does not
-    buy more guesses at someone else's. Memory stays bounded.
+    Kept in the database, so every server process sees every attempt. An attempt is counted *before*
+    the password is checked (`reserve`), and only a correct password takes it back (`succeeded`).
+    A success forgets the failures of that user from that IP, and nothing else: signing in to your
+    own account does not buy more guesses at someone else's.
     """
 
-    def __init__(self, *, limit: int = 5, user_limit: int = 10, window_seconds: float = 60.0,
-                 max_keys: int = 10_000, clock: Callable[[], float] = time.monotonic) -> None:
+    def __init__(self, db: Database, *, limit: int = 5, user_limit: int = 10, window_seconds: float = 60.0,
+                 clock: Callable[[], float] = time.time) -> None:
+        self._db = db
         self.limit = limit
         self.user_limit = user_limit
         self.window = window_seconds
-        self.max_keys = max_keys
         self._clock = clock
-        self._by_ip: dict[str, deque[Attempt]] = {}
-        self._by_user: dict[str, deque[Attempt]] = {}
 
     @staticmethod
     def user_key(username: str) -> str:
         """Usernames compare case-insensitively, as the users table does."""
         return username.strip().casefold()[:64]
 
-    def _recent(self, table: dict[str, deque[Attempt]], key: str, now: float) -> deque[Attempt] | None:
-        attempts = table.get(key)
-        if attempts is None:
-            return None
-        while attempts and attempts[0].at <= now - self.window:
-            attempts.popleft()
-        if not attempts:
-            del table[key]
-            return None
-        return attempts
-
-    def _wait(self, table: dict[str, deque[Attempt]], key: str, limit: int, now: float) -> float:
-        attempts = self._recent(table, key, now)
-        if attempts is None or len(attempts) < limit:
-            return 0.0
-        return max(0.0, attempts[-limit].at + self.window - now)
-
-    def retry_after(self, ip: str, username: str = "") -> float:
-        """Seconds before this IP may try this username again (0: it may try now)."""
+    async def reserve(self, ip: str, username: str = "") -> Attempt | float:
+        """Count an attempt as failed until `succeeded` says otherwise; or the seconds to wait first."""
         now = self._clock()
-        return max(self._wait(self._by_ip, ip, self.limit, now),
-                   self._wait(self._by_user, self.user_key(username), self.user_limit, now))
+        user = self.user_key(username)
+        since = now - self.window
+        rows = (await self._db.write([
+            Stmt("DELETE FROM signin_attempts WHERE at <= $1", (since,)),  # the table stays a minute long
+            Stmt(_RESERVE, (ip, user, now, since, self.limit, self.user_limit), rows=True),
+        ]))[1]
+        if rows:
+            return Attempt(int(rows[0][0]), ip, user, now)
+        waits = [0.0]
+        for column, key, limit in (("ip", ip, self.limit), ("username", user, self.user_limit)):
+            recent = await self._db.fetch(_RECENT.format(column=column), key, since, limit)
+            if len(recent) >= limit:
+                waits.append(float(recent[-1][0]) + self.window - now)
+        return max(1.0, *waits)
 
-    def _add(self, table: dict[str, deque[Attempt]], key: str, attempt: Attempt, limit: int) -> None:
-        if key not in table and len(table) >= self.max_keys:
-            for other in list(table):
-                self._recent(table, other, attempt.at)
-            if len(table) >= self.max_keys:
-                # Under a flood from many addresses, forget the oldest rather than grow without bound.
-                table.pop(next(iter(table)))
-        table.setdefault(key, deque(maxlen=limit * 4)).append(attempt)
-
-    def reserve(self, ip: str, username: str = "") -> Attempt:
-        """Count an attempt as failed until `succeeded` says otherwise (call right after retry_after)."""
-        attempt = Attempt(ip=ip, username=self.user_key(username), at=self._clock())
-        self._add(self._by_ip, ip, attempt, self.limit)
-        self._add(self._by_user, attempt.username, attempt, self.user_limit)
-        return attempt
-
-    def succeeded(self, attempt: Attempt) -> None:
+    async def succeeded(self, attempt: Attempt) -> None:
         """The password was right: forget this user's failures from this IP (only those)."""
-        for table, key in ((self._by_ip, attempt.ip), (self._by_user, attempt.username)):
-            attempts = table.get(key)
-            if attempts is None:
-                continue
-            kept = [a for a in attempts if not (a.ip == attempt.ip and a.username == attempt.username)]
-            if kept:
-                table[key] = deque(kept, maxlen=attempts.maxlen)
-            else:
-                del table[key]
+        await self._db.execute("DELETE FROM signin_attempts WHERE ip = $1 AND username = $2",
+                               attempt.ip, attempt.username)
 
 
 @dataclass(frozen=True, slots=True)
@@ -249,7 +230,7 @@ class Access:
 
     def __init__(self, *, users: UserRepo, config: Config, throttle: LoginThrottle | None = None) -> None:
         self.users = users
-        self.throttle = throttle or LoginThrottle()
+        self.throttle = throttle or LoginThrottle(users.db)
         self.trusted_proxies = parse_networks(config.trusted_proxies)
         self._config = config
         self._env_token_hash = sha256_hex(config.api_token) if config.api_token else None

@@ -23,7 +23,7 @@ from aiohttp.typedefs import Handler
 
 from bot.ai.privacy import mask_phone
 from bot.texts import plural
-from bot.web.access import SESSION_TTL_SECONDS, Access, Principal, client_ip, in_networks
+from bot.web.access import SESSION_TTL_SECONDS, Access, Attempt, Principal, client_ip, in_networks
 from bot.web.keys import ACCESS, REPOS, USER
 from bot.web.pages import render
 
@@ -252,15 +252,14 @@ async def login(request: web.Request) -> web.Response:
     if not cookie or not hmac.compare_digest(submitted.encode(), cookie.encode()):
         return _login_page(request, status=403, username=username,
                            error="The sign-in form expired. Please try again.")
-    wait = access.throttle.retry_after(ip, username)
-    if wait > 0:
-        seconds = math.ceil(wait)
+    # Counted as failed before the (slow) password check: attempts sent all at once, to this process
+    # or another, are all counted, and the ones past the limit wait.
+    attempt = await access.throttle.reserve(ip, username)
+    if not isinstance(attempt, Attempt):
+        seconds = math.ceil(attempt)
         log.warning("sign_in_throttled", ip=ip, wait=seconds)
         return _login_page(request, status=429, username=username, headers={"Retry-After": str(seconds)},
                            error=f"Too many attempts. Wait {plural(seconds, 'second')}, then try again.")
-    # Counted as failed before the (slow) password check, with no await in between: attempts sent
-    # all at once are all counted, and the ones past the limit wait.
-    attempt = access.throttle.reserve(ip, username)
     signed = await access.sign_in(username, password, ip)
     repos = request.app[REPOS]
     if signed is None:
@@ -268,7 +267,7 @@ async def login(request: web.Request) -> web.Response:
         log.info("sign_in_failed", ip=ip)
         return _login_page(request, status=401, username=username,
                            error="Wrong username or password. Check them and try again.")
-    access.throttle.succeeded(attempt)
+    await access.throttle.succeeded(attempt)
     await repos.audit.record("sign_in", username=signed.principal.username, ip=ip)
     log.info("signed_in", user=signed.principal.username, ip=ip)
     target = safe_next(str(form.get("next", "")))

@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import re
 import time
+from collections.abc import AsyncIterator
 from pathlib import Path
 
 import orjson
@@ -17,7 +18,7 @@ from bot.commands import add_user
 from bot.config import Config
 from bot.persistence.database import Database
 from bot.persistence.users import UserRepo
-from bot.web.access import LoginThrottle, client_ip, hash_password, parse_networks, verify_password
+from bot.web.access import Attempt, LoginThrottle, client_ip, hash_password, parse_networks, verify_password
 from bot.web.auth import SESSION_COOKIE
 from bot.web.keys import ACCESS
 from tests.conftest import API_TOKEN, ClientFactory
@@ -266,48 +267,60 @@ async def test_an_unknown_user_and_a_wrong_password_look_the_same(make_client: C
     assert min(a[3] for a in unknown) > 0.4 * min(a[3] for a in known)
 
 
-def test_throttle_window_slides() -> None:
+@pytest.fixture
+async def throttle_db(tmp_path: Path) -> AsyncIterator[Database]:
+    """A real database for the sign-in throttle (it lives there, shared by every process)."""
+    db = Database.create(tmp_path / "throttle.db")
+    await db.open()
+    yield db
+    await db.close()
+
+
+async def test_throttle_window_slides(throttle_db: Database) -> None:
     now = [1000.0]
-    throttle = LoginThrottle(limit=5, window_seconds=60, clock=lambda: now[0])
+    throttle = LoginThrottle(throttle_db, limit=5, window_seconds=60, clock=lambda: now[0])
     for i in range(5):
         now[0] = 1000.0 + i
-        assert throttle.retry_after("10.0.0.1", "admin") == 0
-        throttle.reserve("10.0.0.1", "admin")
-    assert throttle.retry_after("10.0.0.1", "someone") == pytest.approx(56.0)  # per IP, whatever the name
-    assert throttle.retry_after("10.0.0.2", "other") == 0
+        assert isinstance(await throttle.reserve("10.0.0.1", "admin"), Attempt)
+    assert await throttle.reserve("10.0.0.1", "someone") == pytest.approx(56.0)  # per IP, whatever the name
+    assert isinstance(await throttle.reserve("10.0.0.2", "other"), Attempt)
     now[0] = 1060.5
-    assert throttle.retry_after("10.0.0.1", "admin") == 0
-    small = LoginThrottle(limit=1, max_keys=3, clock=lambda: now[0])
-    for i in range(10):
-        small.reserve(f"10.1.0.{i}", f"user{i}")
-    assert len(small._by_ip) <= 3 and len(small._by_user) <= 3
+    assert isinstance(await throttle.reserve("10.0.0.1", "admin"), Attempt)
+    # The table keeps only the window's attempts.
+    assert await throttle_db.fetchval("SELECT COUNT(*) FROM signin_attempts WHERE at <= 1000.5") == 0
 
 
-def test_throttle_counts_per_username_across_ips_and_a_success_clears_only_its_own() -> None:
+async def test_throttle_counts_per_username_across_ips_and_a_success_clears_only_its_own(
+    throttle_db: Database,
+) -> None:
     now = [1000.0]
-    throttle = LoginThrottle(limit=5, user_limit=10, window_seconds=60, clock=lambda: now[0])
-    for i in range(10):  # ten addresses, two guesses each at admin: the username's limit is reached
-        throttle.reserve(f"10.0.0.{i}", "Admin")
-    assert throttle.retry_after("10.9.9.9", "admin") > 0  # names compare case-insensitively
-    assert throttle.retry_after("10.9.9.9", "maria") == 0
+    throttle = LoginThrottle(throttle_db, limit=5, user_limit=10, window_seconds=60, clock=lambda: now[0])
+    for i in range(10):  # ten addresses guessing at admin: the username's limit is reached
+        assert isinstance(await throttle.reserve(f"10.0.0.{i}", "Admin"), Attempt)
+    assert not isinstance(await throttle.reserve("10.9.9.9", "admin"), Attempt)  # case-insensitive names
+    assert isinstance(await throttle.reserve("10.9.9.9", "maria"), Attempt)
+    await throttle_db.execute("DELETE FROM signin_attempts")
     # From one IP: four wrong guesses at admin, then a right password for eve's own account.
-    mixed = LoginThrottle(limit=5, clock=lambda: now[0])
     for _ in range(4):
-        mixed.reserve("10.0.0.1", "admin")
-    mixed.succeeded(mixed.reserve("10.0.0.1", "eve"))
-    mixed.reserve("10.0.0.1", "admin")
-    assert mixed.retry_after("10.0.0.1", "admin") > 0, "eve's success must not clear the guesses at admin"
+        await throttle.reserve("10.0.0.1", "admin")
+    eve = await throttle.reserve("10.0.0.1", "eve")
+    assert isinstance(eve, Attempt)
+    await throttle.succeeded(eve)
+    await throttle.reserve("10.0.0.1", "admin")
+    assert not isinstance(await throttle.reserve("10.0.0.1", "admin"), Attempt), \
+        "eve's success must not clear the guesses at admin"
+    await throttle_db.execute("DELETE FROM signin_attempts")
     # The user's own typos from this IP are forgiven by their correct password, and no one else's.
-    own = LoginThrottle(limit=5, clock=lambda: now[0])
     for _ in range(3):
-        own.reserve("10.0.0.1", "maria")
-    own.reserve("10.0.0.1", "admin")
-    own.succeeded(own.reserve("10.0.0.1", "maria"))
+        await throttle.reserve("10.0.0.1", "maria")
+    await throttle.reserve("10.0.0.1", "admin")
+    right = await throttle.reserve("10.0.0.1", "maria")
+    assert isinstance(right, Attempt)
+    await throttle.succeeded(right)
     for _ in range(3):
-        own.reserve("10.0.0.1", "maria")
-    assert own.retry_after("10.0.0.1", "maria") == 0  # 1 (admin) + 3 new ones: under the limit
-    own.reserve("10.0.0.1", "maria")
-    assert own.retry_after("10.0.0.1", "maria") > 0
+        assert isinstance(await throttle.reserve("10.0.0.1", "maria"), Attempt)  # 1 (admin) + 3 new ones
+    assert isinstance(await throttle.reserve("10.0.0.1", "maria"), Attempt)  # the fifth
+    assert not isinstance(await throttle.reserve("10.0.0.1", "maria"), Attempt)
 
 
 def test_client_ip_trusts_forwarded_for_only_from_trusted_proxies() -> None:
