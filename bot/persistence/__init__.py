@@ -5,15 +5,21 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from bot.persistence.assistant import AssistantSettingsRepo, KnowledgeRepo
+from bot.persistence.canned import CannedReplyRepo
 from bot.persistence.commands import CommandRepo
 from bot.persistence.conversations import ConversationRepo
 from bot.persistence.crm import ContactRepo, OrderRepo, ProductRepo
 from bot.persistence.database import Database
+from bot.persistence.desk import DeskRepo
+from bot.persistence.export import ExportRepo
 from bot.persistence.inbox import ErrorRepo, InboxRepo
+from bot.persistence.labels import LabelRepo
+from bot.persistence.notes import NoteRepo
 from bot.persistence.outbox import OutboxRepo
 from bot.persistence.stats import StatsRepo
 from bot.persistence.templates import TemplateRepo
 from bot.persistence.users import AuditRepo, UserRepo
+from bot.persistence.webhooks import WebhookRepo
 
 
 @dataclass(frozen=True, slots=True)
@@ -35,6 +41,13 @@ class Repositories:
     knowledge: KnowledgeRepo
     stats: StatsRepo
     templates: TemplateRepo
+    # The support desk (migration 0007): tables the web layer writes directly, none of them the actors'.
+    desk: DeskRepo
+    labels: LabelRepo
+    notes: NoteRepo
+    canned: CannedReplyRepo
+    webhooks: WebhookRepo
+    exports: ExportRepo
 
     @classmethod
     def on(cls, db: Database) -> Repositories:
@@ -55,4 +68,10 @@ class Repositories:
             knowledge=KnowledgeRepo(db),
             stats=StatsRepo(db),
             templates=TemplateRepo(db),
+            desk=DeskRepo(db),
+            labels=LabelRepo(db),
+            notes=NoteRepo(db),
+            canned=CannedReplyRepo(db),
+            webhooks=WebhookRepo(db),
+            exports=ExportRepo(db),
         )
