@@ -69,7 +69,7 @@ class LabelRepo:
         row = await self.db.fetchrow("SELECT id, name, color FROM labels WHERE id = $1", label_id)
         return None if row is None else Label.from_row(row)
 
-    async def ensure(self, name: str, color: str | None = None, *, user: str | None = None) -> Label:
+    async def ensure(self, name: object, color: object = None, *, user: str | None = None) -> Label:
         """The label with this name (any case), made now if there is none; a colour given replaces the old one."""
         cleaned, shade = clean_name(name), clean_color(color)
         key = cleaned.lower()

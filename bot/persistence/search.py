@@ -65,7 +65,8 @@ def number_digits(text: str) -> str | None:
 
 def fts5_query(found: list[str]) -> str:
     """An FTS5 query: every word (any of its spellings) as a quoted prefix, so no FTS syntax gets through."""
-    return " ".join("(" + " OR ".join(f'"{v}"*' for v in variants(w)) + ")" for w in found)
+    terms = [" OR ".join(f'"{v}"*' for v in variants(w)) for w in found]
+    return " AND ".join(t if " OR " not in t else f"({t})" for t in terms)
 
 
 def tsquery(found: list[str]) -> str:
