@@ -142,8 +142,9 @@ async def list_messages(request: web.Request) -> web.Response:
     labels = [asdict(label) for label in await repos.labels.of(conv.id)]
     for label in labels:
         label.pop("conversations", None)
+    contact = await repos.contacts.for_conversation(conv.phone_number_id, conv.customer_id)
     row = {"last_message_preview": conv.last_message_preview, "last_activity_at": conv.last_activity_at,
-           "last_outbound_status": latest_out}
+           "last_outbound_status": latest_out, "contact_name": contact.name if contact else None}
     return ok({"conversation": conversation_json(conv, row, time.time(), labels), "messages": messages,
                "notes": notes})
 

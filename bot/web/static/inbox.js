@@ -244,7 +244,7 @@
     if (m.direction === "note") {
       const li = el("li", "msg note");
       li.dataset.author = "note";
-      li.append(el("span", "note-tag", "🔒 Private note"), document.createTextNode(m.text || ""));
+      li.append(el("span", "note-tag", "Private note"), document.createTextNode(m.text || ""));
       li.append(el("span", "meta", m.author + " · " + new Date(m.created_at * 1000).toLocaleString() + " · never sent"));
       return li;
     }
@@ -533,12 +533,12 @@
         option.disabled = t.status !== "APPROVED";
         selectBox.append(option);
       }
-      if (!approved.length) {
-        selectBox.append(new Option(state.templates.problem || "No approved templates: an admin syncs them on the settings page", ""));
-        selectBox.value = "";
-      } else {
-        selectBox.value = approved[0].name + "|" + approved[0].language;
-      }
+      const none = $("template-none");
+      none.hidden = approved.length > 0;
+      none.textContent = state.templates.problem
+        || "No approved templates yet: an admin syncs them on the settings page, after creating them in WhatsApp Manager.";
+      for (const node of [selectBox, $("template-select-label")]) node.hidden = !approved.length;
+      if (approved.length) selectBox.value = approved[0].name + "|" + approved[0].language;
       showTemplate();
     }
   }
@@ -574,6 +574,7 @@
     const t = currentTemplate();
     const box = $("template-preview");
     box.replaceChildren();
+    $("template-preview-box").hidden = !t;
     if (!t) return;
     const values = {};
     for (const input of $("template-params").querySelectorAll("input")) values[input.dataset.name] = input.value.trim();
@@ -614,10 +615,11 @@
     const name = $("label-input").value.trim();
     if (!name || !state.selected) return;
     const res = await post(conversationPath("/labels"), { name: name, color: $("label-color").value || null });
-    if (res.ok) { $("label-input").value = ""; refreshSoon(); }
+    if (res.ok) { $("label-input").value = ""; $("label-box").open = false; refreshSoon(); }
     else { $("reply-error").textContent = res.body.error || "Could not add the label"; }
   });
-  $("test-chat").addEventListener("click", () => select("test-" + me, true));
+  // Test chats are kept out of the other tabs: show theirs.
+  $("test-chat").addEventListener("click", () => { chooseTab("test"); select("test-" + me, true); });
   $("back").addEventListener("click", () => {
     state.selected = null;
     showThread(false);
@@ -695,7 +697,7 @@
     const button = $("notify");
     button.hidden = !canNotify || Notification.permission === "denied";
     const on = canNotify && Notification.permission === "granted" && localStorage.getItem("bot.notify") === "1";
-    button.textContent = on ? "🔔 Notifications on" : "🔔 Notify me";
+    button.textContent = on ? "Notifications on" : "Notify me";
     button.setAttribute("aria-pressed", String(on));
   }
 
