@@ -12,6 +12,7 @@ from __future__ import annotations
 import time
 from collections.abc import Awaitable, Callable
 from pathlib import Path
+
 import pytest
 from aiohttp.test_utils import TestServer
 from aiohttp.web import Application
@@ -115,151 +116,156 @@ async def open_row(page: Page, device: str, text: str) -> None:
 
 async def test_a_support_shift_on_a_laptop_and_a_phone(browser: Browser, desk: TestServer,
                                                        fake_graph: FakeGraph) -> None:
+    for device in ("desktop", "phone"):
+        await shift(browser, desk, fake_graph, device)
+
+
+async def shift(browser: Browser, desk: TestServer, fake_graph: FakeGraph, device: str) -> None:
+    """One operator's walk through the desk at one screen size (the phone's comes after the laptop's)."""
     base = str(desk.make_url("/")).rstrip("/")
     repos = desk.app[REPOS]  # type: ignore[index]
-    for device in ("desktop", "phone"):
-        context = await browser.new_context(viewport=VIEWPORTS[device], accept_downloads=True)
-        await context.add_init_script(NOTIFICATIONS)
-        page = await context.new_page()
-        errors: list[str] = []
-        page.on("pageerror", lambda exc: errors.append(str(exc)))
-        await sign_in(page, base)
-        rows = page.locator("#conversations > li")
-        everyone = 4 if device == "desktop" else 5  # Pietro asks for a person during the desktop run
-        await expect(rows).to_have_count(everyone)
-        await expect(page.locator("[data-tab=all] .count")).to_have_text(str(everyone))
-        await expect(page.locator("[data-tab=needs_human] .count")).to_have_text("1")
-        await check_page(page, f"desk-list-{device}")
+    context = await browser.new_context(viewport=VIEWPORTS[device], accept_downloads=True)
+    await context.add_init_script(NOTIFICATIONS)
+    page = await context.new_page()
+    errors: list[str] = []
+    page.on("pageerror", lambda exc: errors.append(str(exc)))
+    await sign_in(page, base)
+    rows = page.locator("#conversations > li")
+    everyone = 4 if device == "desktop" else 5  # Pietro asks for a person during the desktop run
+    await expect(rows).to_have_count(everyone)
+    await expect(page.locator("[data-tab=all] .count")).to_have_text(str(everyone))
+    await expect(page.locator("[data-tab=needs_human] .count")).to_have_text("1")
+    await check_page(page, f"desk-list-{device}")
 
-        # Filter: the needs-human queue, and opt in to notifications for it.
-        await page.click("[data-tab=needs_human]")
-        await expect(rows).to_have_count(1)
-        if device == "desktop":
-            await page.click("#notify")
-            await expect(page.locator("#notify")).to_have_text("Notifications on")
-        else:
-            await expect(rows.first).to_contain_text("Pietro")
-            await page.click("[data-tab=all]")
-        await open_row(page, device, "Anna Müller")
-
-        # Take it: assigned to me, the AI holds.
-        await page.click("#take")
-        await expect(page.locator("#thread-holder")).to_have_text("taken by you")
-        await expect(page.locator("#take")).to_be_hidden()
-        await expect(page.locator("#resume")).to_be_visible()
-
-        # A canned reply through "/": the picker filters as one types and fills the variables.
-        box = page.locator("#reply-text")
-        await box.fill("")
-        await box.press_sequentially("/gr")
-        picker = page.locator("#canned-picker")
-        await expect(picker).to_be_visible()
-        await expect(picker.locator("li[role=option]")).to_have_count(1)
-        await page.screenshot(path=str(Path(__file__).resolve().parents[2] / "test-artifacts"
-                                       / f"desk-canned-{device}.png"))
-        await box.press("ArrowDown")  # wraps around the one choice
-        await box.press("Enter")  # inserts it; the next Enter sends
-        anna = await repos.contacts.for_conversation(PHONE_NUMBER_ID, ANNA)
-        order_code = (await repos.orders.for_contact(anna.id))[0].code
-        expected = f"Grazie {anna.name}, il tuo ordine {order_code} è in preparazione."
-        await expect(box).to_have_value(expected)
-        await expect(picker).to_be_hidden()
-        if device == "desktop":
-            await box.press("Enter")
-            await expect(page.locator("#messages li[data-author=operator]").last).to_contain_text(expected)
-            await fake_graph.wait_until(lambda: expected in fake_graph.texts_to(ANNA), what="the canned reply sent")
-        else:
-            await box.fill("")
-
-        # A private note: in the thread, looking like no message, never sent.
-        await page.click("#mode-note")
-        await expect(page.locator("#send")).to_have_text("Add note")
-        note = f"Richiamare nel pomeriggio ({device})"
-        await box.fill(note)
-        await page.click("#send")
-        await expect(page.locator("#messages li.note").last).to_contain_text(note)
-        assert not any(note in str(m) for m in fake_graph.sent)
-        await page.click("#mode-reply")
-
-        # A label made on the fly, and the list filtered by it.
-        await page.click("#label-box summary")
-        await page.fill("#label-input", f"Reso {device}")
-        await page.select_option("#label-color", "#e53935")
-        await page.click("#label-add button[type=submit]")
-        await expect(page.locator("#thread-labels .chip")).to_contain_text([f"Reso {device}"])
-        await check_page(page, f"desk-thread-{device}")
-
-        # The contact panel: edit and save; the orders and the export are there too.
-        await page.click("#contact-toggle")
-        panel = page.locator("#contact")
-        await expect(panel).to_be_visible()
-        await expect(page.locator("#contact-orders")).to_contain_text(order_code)
-        await page.fill("#contact-name", f"Anna Müller ({device})")
-        await page.fill("#contact-email", "anna@example.com")
-        await page.fill("#contact-company", "Bottega Müller")
-        await page.click("#contact-save")
-        await expect(page.locator("#contact-status")).to_have_text("Saved.")
-        await expect(page.locator("#thread-name")).to_have_text(f"Anna Müller ({device})")
-        saved = await repos.contacts.for_conversation(PHONE_NUMBER_ID, ANNA)
-        assert (saved.name, saved.name_source, saved.company) == (f"Anna Müller ({device})", "operator",
-                                                                  "Bottega Müller")
-        async with page.expect_download() as download_info:
-            await page.click("#export-csv")
-        download = await download_info.value
-        exported = Path(await download.path()).read_text(encoding="utf-8-sig")
-        assert exported.startswith("record,") and note in exported and "Vorrei parlare con un operatore" in exported
-        await check_page(page, f"desk-contact-{device}")
-        await page.click("#contact-close")
-        await expect(panel).to_be_hidden()
-
-        # Filter by the label (back in the list on a phone).
-        if device == "phone":
-            await page.click("#back")
+    # Filter: the needs-human queue, and opt in to notifications for it.
+    await page.click("[data-tab=needs_human]")
+    await expect(rows).to_have_count(1)
+    if device == "desktop":
+        await page.click("#notify")
+        await expect(page.locator("#notify")).to_have_text("Notifications on")
+    else:
+        await expect(rows.first).to_contain_text("Pietro")
         await page.click("[data-tab=all]")
-        label_id = next(lb.id for lb in await repos.labels.all() if lb.name == f"Reso {device}")
-        await page.select_option("#label-filter", str(label_id))
-        await expect(rows).to_have_count(1)
-        await expect(rows.first).to_contain_text("Anna Müller")
-        await page.select_option("#label-filter", "")
-        await expect(rows).to_have_count(everyone)
+    await open_row(page, device, "Anna Müller")
 
-        # The buttons the AI offered Sara.
-        await open_row(page, device, "Sara")
-        await expect(page.locator("#messages .offered-buttons li")).to_have_text(["Espresso", "Moka", "Decaffeinato"])
+    # Take it: assigned to me, the AI holds.
+    await page.click("#take")
+    await expect(page.locator("#thread-holder")).to_have_text("taken by you")
+    await expect(page.locator("#take")).to_be_hidden()
+    await expect(page.locator("#resume")).to_be_visible()
 
-        # Giulia's last message is 26 hours old: the reply box is a template picker with a live preview.
-        await open_row(page, device, "Giulia")
-        await expect(page.locator("#thread-window")).to_contain_text("window closed")
-        await expect(page.locator("#reply")).to_be_hidden()
-        await expect(page.locator("#template-form")).to_be_visible()
-        await page.fill("#template-param-0", "Giulia")
-        await page.fill("#template-param-1", f"ORD-{device.upper()}")
-        preview = f"Ciao Giulia, il tuo ordine ORD-{device.upper()} è pronto."
-        await expect(page.locator("#template-preview")).to_contain_text(preview)
-        await check_page(page, f"desk-template-{device}")
-        await page.click("#template-send")
-        await expect(page.locator("#messages li[data-type=template]").last).to_contain_text(preview)
-        await fake_graph.wait_until(lambda: any(
-            p["text"] == f"ORD-{device.upper()}" for t in fake_graph.templates_sent()
-            for c in t.get("components", []) for p in c["parameters"]), what="the template send")
+    # A canned reply through "/": the picker filters as one types and fills the variables.
+    box = page.locator("#reply-text")
+    await box.fill("")
+    await box.press_sequentially("/gr")
+    picker = page.locator("#canned-picker")
+    await expect(picker).to_be_visible()
+    await expect(picker.locator("li[role=option]")).to_have_count(1)
+    await page.screenshot(path=str(Path(__file__).resolve().parents[2] / "test-artifacts"
+                                   / f"desk-canned-{device}.png"))
+    await box.press("ArrowDown")  # wraps around the one choice
+    await box.press("Enter")  # inserts it; the next Enter sends
+    anna = await repos.contacts.for_conversation(PHONE_NUMBER_ID, ANNA)
+    order_code = (await repos.orders.for_contact(anna.id))[0].code
+    expected = f"Grazie {anna.name}, il tuo ordine {order_code} è in preparazione."
+    await expect(box).to_have_value(expected)
+    await expect(picker).to_be_hidden()
+    if device == "desktop":
+        await box.press("Enter")
+        await expect(page.locator("#messages li[data-author=operator]").last).to_contain_text(expected)
+        await fake_graph.wait_until(lambda: expected in fake_graph.texts_to(ANNA), what="the canned reply sent")
+    else:
+        await box.fill("")
 
-        # Hand Anna back: released, and the AI answers again.
-        await open_row(page, device, "Anna Müller")
-        await page.click("#resume")
-        await expect(page.locator("#thread-holder")).to_be_hidden()
-        await expect(page.locator("#take")).to_be_visible()
+    # A private note: in the thread, looking like no message, never sent.
+    await page.click("#mode-note")
+    await expect(page.locator("#send")).to_have_text("Add note")
+    note = f"Richiamare nel pomeriggio ({device})"
+    await box.fill(note)
+    await page.click("#send")
+    await expect(page.locator("#messages li.note").last).to_contain_text(note)
+    assert not any(note in str(m) for m in fake_graph.sent)
+    await page.click("#mode-reply")
 
-        if device == "desktop":
-            # A new customer asks for a person: the opted-in browser is told.
-            await post_webhook_to(desk, text_message("wamid.N1", PIETRO, "Voglio un operatore!", name="Pietro"))
-            await wait_until(lambda: page.evaluate("() => window.__notified.length"), what="a notification")
-            assert await page.evaluate("() => window.__notified") == [["A customer needs a person", "Pietro"]]
+    # A label made on the fly, and the list filtered by it.
+    await page.click("#label-box summary")
+    await page.fill("#label-input", f"Reso {device}")
+    await page.select_option("#label-color", "#e53935")
+    await page.click("#label-add button[type=submit]")
+    await expect(page.locator("#thread-labels .chip")).to_contain_text([f"Reso {device}"])
+    await check_page(page, f"desk-thread-{device}")
 
-        for path, name in (("/orders", "orders"), ("/orders?status=draft", "orders-draft"), ("/settings", "settings")):
-            await page.goto(base + path)
-            await check_page(page, f"desk-{name}-{device}")
-        await expect(page.locator("#canned")).to_contain_text("/grazie")
-        await expect(page.locator("#templates-status")).to_contain_text("1 template stored")
-        assert errors == [], errors
-        await context.close()
+    # The contact panel: edit and save; the orders and the export are there too.
+    await page.click("#contact-toggle")
+    panel = page.locator("#contact")
+    await expect(panel).to_be_visible()
+    await expect(page.locator("#contact-orders")).to_contain_text(order_code)
+    await page.fill("#contact-name", f"Anna Müller ({device})")
+    await page.fill("#contact-email", "anna@example.com")
+    await page.fill("#contact-company", "Bottega Müller")
+    await page.click("#contact-save")
+    await expect(page.locator("#contact-status")).to_have_text("Saved.")
+    await expect(page.locator("#thread-name")).to_have_text(f"Anna Müller ({device})")
+    saved = await repos.contacts.for_conversation(PHONE_NUMBER_ID, ANNA)
+    assert (saved.name, saved.name_source, saved.company) == (f"Anna Müller ({device})", "operator",
+                                                              "Bottega Müller")
+    async with page.expect_download() as download_info:
+        await page.click("#export-csv")
+    download = await download_info.value
+    exported = Path(await download.path()).read_text(encoding="utf-8-sig")
+    assert exported.startswith("record,") and note in exported and "Vorrei parlare con un operatore" in exported
+    await check_page(page, f"desk-contact-{device}")
+    await page.click("#contact-close")
+    await expect(panel).to_be_hidden()
+
+    # Filter by the label (back in the list on a phone).
+    if device == "phone":
+        await page.click("#back")
+    await page.click("[data-tab=all]")
+    label_id = next(lb.id for lb in await repos.labels.all() if lb.name == f"Reso {device}")
+    await page.select_option("#label-filter", str(label_id))
+    await expect(rows).to_have_count(1)
+    await expect(rows.first).to_contain_text("Anna Müller")
+    await page.select_option("#label-filter", "")
+    await expect(rows).to_have_count(everyone)
+
+    # The buttons the AI offered Sara.
+    await open_row(page, device, "Sara")
+    await expect(page.locator("#messages .offered-buttons li")).to_have_text(["Espresso", "Moka", "Decaffeinato"])
+
+    # Giulia's last message is 26 hours old: the reply box is a template picker with a live preview.
+    await open_row(page, device, "Giulia")
+    await expect(page.locator("#thread-window")).to_contain_text("window closed")
+    await expect(page.locator("#reply")).to_be_hidden()
+    await expect(page.locator("#template-form")).to_be_visible()
+    await page.fill("#template-param-0", "Giulia")
+    await page.fill("#template-param-1", f"ORD-{device.upper()}")
+    preview = f"Ciao Giulia, il tuo ordine ORD-{device.upper()} è pronto."
+    await expect(page.locator("#template-preview")).to_contain_text(preview)
+    await check_page(page, f"desk-template-{device}")
+    await page.click("#template-send")
+    await expect(page.locator("#messages li[data-type=template]").last).to_contain_text(preview)
+    await fake_graph.wait_until(lambda: any(
+        p["text"] == f"ORD-{device.upper()}" for t in fake_graph.templates_sent()
+        for c in t.get("components", []) for p in c["parameters"]), what="the template send")
+
+    # Hand Anna back: released, and the AI answers again.
+    await open_row(page, device, "Anna Müller")
+    await page.click("#resume")
+    await expect(page.locator("#thread-holder")).to_be_hidden()
+    await expect(page.locator("#take")).to_be_visible()
+
+    if device == "desktop":
+        # A new customer asks for a person: the opted-in browser is told.
+        await post_webhook_to(desk, text_message("wamid.N1", PIETRO, "Voglio un operatore!", name="Pietro"))
+        await wait_until(lambda: page.evaluate("() => window.__notified.length"), what="a notification")
+        assert await page.evaluate("() => window.__notified") == [["A customer needs a person", "Pietro"]]
+
+    for path, name in (("/orders", "orders"), ("/orders?status=draft", "orders-draft"), ("/settings", "settings")):
+        await page.goto(base + path)
+        await check_page(page, f"desk-{name}-{device}")
+    await expect(page.locator("#canned")).to_contain_text("/grazie")
+    await expect(page.locator("#templates-status")).to_contain_text("1 template stored")
+    assert errors == [], errors
+    await context.close()
 
