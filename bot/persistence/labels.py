@@ -58,9 +58,10 @@ class LabelRepo:
 
     async def all(self) -> list[Label]:
         """Every label by name, with its number of conversations (test chats not counted)."""
+        # CROSS JOIN: SQLite then goes from the label's conversations to theirs, not through every conversation.
         rows = await self.db.fetch(
-            "SELECT l.id, l.name, l.color, (SELECT COUNT(*) FROM conversation_labels cl JOIN conversations c "
-            "ON c.id = cl.conversation_id WHERE cl.label_id = l.id AND c.is_test = 0) AS conversations "
+            "SELECT l.id, l.name, l.color, (SELECT COUNT(*) FROM conversation_labels cl CROSS JOIN conversations c "
+            "WHERE cl.label_id = l.id AND c.id = cl.conversation_id AND c.is_test = 0) AS conversations "
             "FROM labels l ORDER BY l.name_key")
         return [Label.from_row(r) for r in rows]
 

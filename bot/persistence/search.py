@@ -120,7 +120,6 @@ def conversation_search(dialect: Dialect, text: str, *, start: int) -> Search:
     if digits:
         n = start + len(args)
         args.append(f"%{digits}%")
-        # Two scans of narrow indexes (wa_id; phone_number_id, customer_id), not one of the whole table.
-        parts += [f"SELECT cn.id FROM conversations cn WHERE cn.wa_id LIKE ${n}",
-                  f"SELECT cu.id FROM conversations cu WHERE cu.customer_id LIKE ${n}"]
+        # A scan of the narrow wa_id index, not of the table (customers known only by a BSUID have no number).
+        parts.append(f"SELECT cn.id FROM conversations cn WHERE cn.wa_id LIKE ${n}")
     return Search(" UNION ".join(parts), tuple(args))

@@ -52,7 +52,8 @@ CREATE TABLE read_markers (
 -- The inbox's tabs, each read through an index in list order (needs-human first, then most recent),
 -- so the first page never sorts the whole table.
 CREATE INDEX conversations_desk ON conversations (is_test, needs_human DESC, last_activity_at DESC);
-CREATE INDEX conversations_paused ON conversations (is_test, paused, needs_human, last_activity_at DESC);
+-- paused_until last: the paused tab's count reads this index alone.
+CREATE INDEX conversations_paused ON conversations (is_test, paused, needs_human, last_activity_at DESC, paused_until);
 CREATE INDEX conversations_assigned ON conversations (assigned_to, is_test, needs_human DESC, last_activity_at DESC);
 CREATE INDEX conversations_failed ON conversations (state) WHERE state = 'failed';
 CREATE INDEX orders_created ON orders (created_at);
