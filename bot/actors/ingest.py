@@ -77,7 +77,7 @@ class Ingest:
             self._tell(key, Wake(human=True))
         for update in batch.template_updates:  # Meta reviewed, paused or disabled a template
             if not await apply_status_update(self._templates, update):
-                log.info("template_status_for_unknown_template", template=update.name, event=update.event)
+                log.info("template_status_for_unknown_template", template=update.name, status=update.event)
         if self._notify is not None:
             for stored in new:
                 self._notify("message", conversation=stored.message.customer_id, author="customer")

@@ -34,6 +34,7 @@ SIGNATURE_HEADER = "X-Bot-Signature-256"
 GIVE_UP_SECONDS = 72 * 3600
 KEEP_SECONDS = 30 * 86400  # finished deliveries are kept this long for the settings page
 MAX_RETRY_DELAY = 3600.0
+MIN_WAIT = 0.02
 
 
 def signature(secret: str, body: bytes) -> str:
@@ -107,7 +108,8 @@ class EventDelivery:
             except Exception as exc:  # the database is away, say: try again at the next poll
                 log.warning("event_delivery_failed", error=str(exc))
                 due = None
-            wait = self._poll if due is None else max(0.0, min(self._poll, due - time.time()))
+            # At least MIN_WAIT: a delivery another worker holds, or one that cannot be claimed, must not spin us.
+            wait = self._poll if due is None else max(MIN_WAIT, min(self._poll, due - time.time()))
             self._poked.clear()
             with suppress(TimeoutError):
                 await asyncio.wait_for(self._poked.wait(), wait)

@@ -162,10 +162,12 @@ class WebhookRepo:
         return [int(r[0]) for r in rows]
 
     async def next_due_at(self) -> float | None:
-        """When the next pending delivery is due (None: none pending)."""
+        """When the next pending delivery to an enabled endpoint is due (None: none)."""
+        # Deliveries to switched-off endpoints wait for nothing: counting them would wake the worker at once.
         value = await self.db.fetchval(
-            "SELECT MIN(CASE WHEN claimed_until > next_attempt_at THEN claimed_until ELSE next_attempt_at END) "
-            "FROM webhook_deliveries WHERE status = 'pending'")
+            "SELECT MIN(CASE WHEN d.claimed_until > d.next_attempt_at THEN d.claimed_until ELSE d.next_attempt_at END) "
+            "FROM webhook_deliveries d JOIN webhook_endpoints e ON e.id = d.endpoint_id "
+            "WHERE d.status = 'pending' AND e.enabled = 1")
         return None if value is None else float(value)
 
     async def claim(self, delivery_id: int, *, now: float, lease: float) -> Claimed | None:

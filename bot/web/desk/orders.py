@@ -13,6 +13,7 @@ from collections.abc import Mapping
 from typing import Any
 from urllib.parse import parse_qsl, urlencode
 
+import orjson
 import structlog
 from aiohttp import web
 
@@ -115,7 +116,11 @@ _KEPT = ("status", "from", "to", "page")
 
 async def _page(request: web.Request, query: Mapping[str, str], *, status: int = 200,
                 error: str | None = None) -> web.Response:
-    state, since, until = _filters(query)
+    try:
+        state, since, until = _filters(query)
+    except web.HTTPBadRequest as exc:  # a date typed by hand: say so on the page, show every order
+        state, since, until = None, None, None
+        error, status = error or orjson.loads(exc.text or "{}").get("error"), 400
     try:
         page = max(0, min(10**6, int(query.get("page", "0"))))
     except ValueError:
