@@ -60,7 +60,8 @@ async def test_operators_confirm_and_cancel_orders(client: TestClient, fake_grap
         resp = await client.get("/api/orders", params=params, headers=AUTH)
         assert resp.status == 400 and words in (await resp.json())["error"], params
     typed = await client.get("/orders", params={"from": "yesterday"})
-    assert typed.status == 400 and "is a date like 2025-03-01" in await typed.text() and first.code in await typed.text()
+    shown = await typed.text()
+    assert typed.status == 400 and "is a date like 2025-03-01" in shown and first.code in shown
 
     # Confirmed by an operator: stock taken, the customer told on WhatsApp, who did it in the audit log.
     resp = await post_form(client, f"/orders/{first.id}/confirm", csrf, back="status=draft")
