@@ -74,7 +74,10 @@ CREATE TRIGGER contacts_fts_delete AFTER DELETE ON contacts BEGIN
     INSERT INTO contacts_fts (contacts_fts, rowid, name, email, company, notes, wa_id)
     VALUES ('delete', old.id, old.name, old.email, old.company, old.notes, old.wa_id);
 END;
-CREATE TRIGGER contacts_fts_update AFTER UPDATE OF name, email, company, notes, wa_id ON contacts BEGIN
+-- Every customer message upserts its contact (SET name = …, wa_id = …): only a real change re-indexes it.
+CREATE TRIGGER contacts_fts_update AFTER UPDATE OF name, email, company, notes, wa_id ON contacts
+WHEN old.name IS NOT new.name OR old.email IS NOT new.email OR old.company IS NOT new.company
+    OR old.notes IS NOT new.notes OR old.wa_id IS NOT new.wa_id BEGIN
     INSERT INTO contacts_fts (contacts_fts, rowid, name, email, company, notes, wa_id)
     VALUES ('delete', old.id, old.name, old.email, old.company, old.notes, old.wa_id);
     INSERT INTO contacts_fts (rowid, name, email, company, notes, wa_id)
@@ -82,8 +85,10 @@ CREATE TRIGGER contacts_fts_update AFTER UPDATE OF name, email, company, notes, 
 END;
 INSERT INTO contacts_fts (contacts_fts) VALUES ('rebuild');
 
+-- detail = none: the searches are words and prefixes, never phrases, so no positions are kept; that
+-- makes the index smaller and the insert in every webhook's unit cheaper (about 10% of the ingest).
 CREATE VIRTUAL TABLE inbox_fts USING fts5 (
-    text, content = 'inbox', content_rowid = 'id', tokenize = "unicode61 remove_diacritics 2"
+    text, content = 'inbox', content_rowid = 'id', tokenize = "unicode61 remove_diacritics 2", detail = none
 );
 CREATE TRIGGER inbox_fts_insert AFTER INSERT ON inbox BEGIN
     INSERT INTO inbox_fts (rowid, text) VALUES (new.id, new.text);
@@ -99,7 +104,7 @@ END;
 INSERT INTO inbox_fts (inbox_fts) VALUES ('rebuild');
 
 CREATE VIRTUAL TABLE outbox_fts USING fts5 (
-    text, content = 'outbox', content_rowid = 'id', tokenize = "unicode61 remove_diacritics 2"
+    text, content = 'outbox', content_rowid = 'id', tokenize = "unicode61 remove_diacritics 2", detail = none
 );
 CREATE TRIGGER outbox_fts_insert AFTER INSERT ON outbox BEGIN
     INSERT INTO outbox_fts (rowid, text) VALUES (new.id, new.text);
