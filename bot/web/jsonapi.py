@@ -54,12 +54,22 @@ def page_params(request: web.Request, *, default: int = 50, most: int = 200) -> 
     return limit, offset
 
 
+async def find_conversation(request: web.Request, ident: str) -> Conversation | None:
+    """A conversation by customer id, phone or session id (the most recent of them), or exactly by
+    `<phone_number_id>:<customer_id>`: a customer who wrote to two business numbers has one on each."""
+    repos = request.app[REPOS]
+    business, colon, customer = ident.partition(":")
+    if colon and business and customer:
+        return await repos.conversations.get(business, customer)
+    return await repos.conversations.find(ident)
+
+
 async def conversation_of(request: web.Request) -> Conversation:
-    """The conversation named by {wa_id} in the path (customer id, phone or session id); 404 otherwise."""
+    """The conversation named by {wa_id} in the path (see `find_conversation`); 404 otherwise."""
     ident = request.match_info["wa_id"]
-    conv = await request.app[REPOS].conversations.find(ident)
+    conv = await find_conversation(request, ident)
     if conv is None:
-        stop(404, f"no conversation with {ident!r}")
+        stop(404, f"no conversation with {ident[:100]!r}")
     return conv
 
 

@@ -203,6 +203,10 @@ async def test_contact_panel_orders_and_other_numbers(client: TestClient, fake_o
     assert [(o["code"], o["status"], o["total_cents"]) for o in panel["orders"]] == [
         (order.code, "draft", order.total_cents)]
     assert [c["phone_number_id"] for c in panel["conversations"]] == ["100000000000002"]
+    # {wa_id} names the most recent conversation; <phone_number_id>:<customer_id> names one exactly.
+    other = await get(client, f"/api/conversations/100000000000002:{ANNA}/contact")
+    assert other["orders"] == [] and [c["phone_number_id"] for c in other["conversations"]] == ["100000000000001"]
+    assert (await client.get(f"/api/conversations/100000000000009:{ANNA}/contact", headers=AUTH)).status == 404
 
     edited = await send(client, "PUT", f"/api/conversations/{ANNA}/contact", {
         "name": "Anna Bianchi", "email": "anna@example.com", "company": "Bottega Bianchi", "language": "it",

@@ -8,7 +8,7 @@ from aiohttp import web
 from bot.persistence.canned import KNOWN_VARIABLES, CannedError, fill
 from bot.web import settings_page
 from bot.web.auth import audit_fields, principal_of
-from bot.web.jsonapi import ok, refuse
+from bot.web.jsonapi import find_conversation, ok, refuse
 from bot.web.keys import REPOS
 
 routes = web.RouteTableDef()
@@ -26,7 +26,7 @@ async def canned_replies(request: web.Request) -> web.Response:
     values: dict[str, str | None] = {}
     ident = request.query.get("conversation")
     if ident:
-        conv = await repos.conversations.find(ident)
+        conv = await find_conversation(request, ident)
         if conv is None:
             return refuse(404, f"no conversation with {ident[:64]!r}")
         contact = await repos.contacts.for_conversation(conv.phone_number_id, conv.customer_id)

@@ -27,6 +27,8 @@
 
   const post = (path, body) => api(path, { method: "POST", body: JSON.stringify(body || {}) });
   const conversationPath = (suffix) => "/api/conversations/" + encodeURIComponent(state.selected) + suffix;
+  // A conversation exactly: the same customer may have written to two of the business's numbers.
+  const keyOf = (c) => c.phone_number_id + ":" + c.customer_id;
 
   function el(tag, cls, text) {
     const node = document.createElement(tag);
@@ -127,10 +129,10 @@
     const items = res.body.conversations || [];
     for (const c of items) {
       const li = el("li");
-      li.dataset.id = c.customer_id;
+      li.dataset.id = keyOf(c);
       li.tabIndex = 0;
       li.setAttribute("role", "option");
-      li.setAttribute("aria-selected", String(c.customer_id === state.selected));
+      li.setAttribute("aria-selected", String(keyOf(c) === state.selected || c.customer_id === state.selected));
       const top = el("div", "conv-top");
       top.append(el("strong", "conv-name", c.name || c.wa_id || c.customer_id));
       if (c.unread) {
@@ -156,9 +158,9 @@
       li.append(el("div", "conv-preview", c.last_message || ""));
       // In one's own test chat one writes as the customer; anyone else's is answered as an operator.
       const own = c.is_test && c.customer_id === "test-" + me;
-      li.addEventListener("click", () => select(c.customer_id, own));
+      li.addEventListener("click", () => select(keyOf(c), own));
       li.addEventListener("keydown", (event) => {
-        if (event.key === "Enter" || event.key === " ") { event.preventDefault(); select(c.customer_id, own); }
+        if (event.key === "Enter" || event.key === " ") { event.preventDefault(); select(keyOf(c), own); }
       });
       list.append(li);
     }
@@ -716,7 +718,7 @@
     const c = (res.body.conversations || []).find((x) => x.customer_id === customer);
     const who = c ? (c.name || (c.wa_id ? "+" + c.wa_id : customer)) : customer;
     const notice = new Notification("A customer needs a person", { body: who, tag: "needs-human-" + customer });
-    notice.onclick = () => { window.focus(); select(customer, false); };
+    notice.onclick = () => { window.focus(); select(c ? keyOf(c) : customer, false); };
   }
 
   // -- live updates: the browser resends Last-Event-ID on reconnect, and the server replays what was missed --
