@@ -154,6 +154,10 @@ async def test_labels_notes_and_unread(client: TestClient, fake_openai: FakeOpen
     await send(client, "DELETE", f"/api/conversations/{DARIO}/labels/{label_id}", status=404)
     assert await names(client, label=str(label_id)) == ["Carla"]
     assert (await client.get("/api/conversations", params={"label": "vip"}, headers=AUTH)).status == 400
+    coloured = await send(client, "POST", "/api/labels", {"name": "reso urgente", "color": "#43A047"}, status=201)
+    assert coloured == {"id": label_id, "name": "Reso urgente", "color": "#43a047"}  # the same label, recoloured
+    for body in ({"name": "  "}, {"color": "#43a047"}, {"name": "VIP", "color": "#43a04"}):
+        await send(client, "POST", "/api/labels", body, status=400)
 
     # A private note stays in the thread: never sent, never shown to the model.
     note = await send(client, "POST", f"/api/conversations/{CARLA}/notes", {"text": "Cliente storica, sconto 10%"},
@@ -163,6 +167,8 @@ async def test_labels_notes_and_unread(client: TestClient, fake_openai: FakeOpen
         await send(client, "POST", f"/api/conversations/{CARLA}/notes", body, status=400)
     thread = await get(client, f"/api/conversations/{CARLA}/messages")
     assert [n["text"] for n in thread["notes"]] == ["Cliente storica, sconto 10%"]
+    assert [n["author"] for n in (await get(client, f"/api/conversations/{CARLA}/notes"))["notes"]] == [
+        "BOT_API_TOKEN"]
     assert all("sconto" not in (m["text"] or "") for m in thread["messages"])
     await post_webhook(client, text_message("wamid.C2", CARLA, "Ci sono novità?", name="Carla"))
     await wait_handled(client, 5)
