@@ -16,6 +16,7 @@ import aiohttp
 import structlog
 from aiohttp import web
 
+import bot
 from bot.actors.admission import Admission
 from bot.actors.base import Actor
 from bot.actors.channels import Channels
@@ -38,6 +39,7 @@ from bot.backoff import Backoff
 from bot.buildinfo import collect_build_info
 from bot.config import Config
 from bot.domain.conversation import ConversationKey
+from bot.integrations.webhooks import EventDelivery
 from bot.metrics import CountingTools, Metrics
 from bot.persistence import Repositories
 from bot.persistence.conversations import Conversation
@@ -46,7 +48,7 @@ from bot.persistence.database import Database
 from bot.secrets import SecretBox
 from bot.stored_settings import StoredSettings
 from bot.tools import ToolContext, TurnActions, load_tools
-from bot.web import api, auth, diagnostics, guards, inbox, settings_page, webhooks
+from bot.web import api, auth, desk, diagnostics, guards, inbox, settings_page, webhooks
 from bot.web import metrics as metrics_routes
 from bot.web import orders as order_pages
 from bot.web.access import Access
@@ -58,6 +60,7 @@ from bot.web.keys import (
     COSTS,
     DATABASE,
     ENGINE,
+    EVENT_DELIVERY,
     HTTP,
     INGEST,
     KEY_CHECKER,
@@ -71,6 +74,7 @@ from bot.web.keys import (
     STARTED_AT,
     STORED_SETTINGS,
     TAKEOVER,
+    TEMPLATE_SYNC,
     TEMPLATES,
     TOOLS,
 )
@@ -79,6 +83,7 @@ from bot.web.pages import STATIC_DIR, make_templates
 from bot.whatsapp.client import WhatsAppClient
 from bot.whatsapp.events import message_detail
 from bot.whatsapp.sender import WhatsAppChannel
+from bot.whatsapp.template_sync import TemplateSync
 
 log = structlog.get_logger("bot.app")
 
@@ -249,6 +254,31 @@ async def actors_ctx(app: web.Application) -> AsyncIterator[None]:
     await registry.stop_all(config.shutdown_timeout_seconds)
 
 
+async def event_delivery_ctx(app: web.Application) -> AsyncIterator[None]:
+    """Outbound event webhooks: the worker that delivers the events table to the configured endpoints."""
+    config, repos = app[CONFIG], app[REPOS]
+    delivery = EventDelivery(
+        repo=repos.webhooks, session=app[HTTP], box=SecretBox.load(config),
+        backoff=Backoff(base=config.retry_base_seconds, maximum=3600.0, attempts=config.max_attempts),
+        # On PostgreSQL an event id can commit after a higher one: the fan-out stays a moment behind.
+        lag_seconds=5.0 if repos.db.dialect == "postgres" else 0.0, user_agent=f"bot/{bot.__version__}",
+    )
+    app[EVENT_DELIVERY] = delivery
+    delivery.start()
+    yield
+    await delivery.stop()
+
+
+async def template_sync_ctx(app: web.Application) -> AsyncIterator[None]:
+    """The WABA's message templates: synced at start (in the background), every hour, and on demand."""
+    job = TemplateSync(source=app[SENDER], store=app[REPOS].templates,
+                       waba_id=app[CONFIG].whatsapp_business_account_id)
+    app[TEMPLATE_SYNC] = job
+    job.start()
+    yield
+    await job.stop()
+
+
 async def close_live_streams(app: web.Application) -> None:
     """Open event streams would otherwise hold the shutdown until their keep-alive timeout."""
     app[LIVE].close()
@@ -272,7 +302,9 @@ def build_app(config: Config) -> web.Application:
     app.on_shutdown.append(close_live_streams)
     app.cleanup_ctx.extend([database_ctx, settings_ctx, clients_ctx, knowledge_ctx, operator_web_ctx, costs_ctx,
                             actors_ctx])
-    for module in (webhooks, api, order_pages, metrics_routes, inbox, auth, settings_page, diagnostics):
+    # After the actors: both jobs stop first at shutdown, while the database and HTTP session are still open.
+    app.cleanup_ctx.extend([event_delivery_ctx, template_sync_ctx])
+    for module in (webhooks, api, order_pages, metrics_routes, inbox, auth, settings_page, diagnostics, desk):
         app.add_routes(module.routes)
     app.router.add_static("/static", STATIC_DIR)
     return app

@@ -100,8 +100,10 @@ async def test_test_chat_runs_the_pipeline_without_whatsapp(
     assert replies[0]["text"] == "Echo: Buongiorno, avete il pane integrale?"
     assert fake_graph.sent == [] and fake_graph.read_marks == []
     assert len(fake_openai.responses_requests()) == 1
-    listing = await (await client.get("/api/conversations", headers=AUTH)).json()
+    # Test chats have their own tab, and stay out of every other one.
+    listing = await (await client.get("/api/conversations?tab=test", headers=AUTH)).json()
     assert listing["conversations"][0]["is_test"] is True
+    assert (await (await client.get("/api/conversations", headers=AUTH)).json())["conversations"] == []
     metrics = await (await client.get("/metrics", headers=AUTH)).text()
     assert 'bot_messages_in_total{type="text"}' not in metrics
     # The same takeover rules apply: an operator message in the test chat pauses it, nothing leaves.
@@ -128,6 +130,12 @@ async def test_list_is_paged_searchable_and_indexed(client: TestClient, fake_gra
             "updated_at, last_activity_at, needs_human) VALUES ('1', ?, ?, ?, ?, ?, ?, ?, ?)",
             [(f"39300{i:07d}", f"39300{i:07d}", f"Cliente {i}", f"s_{i}", now, now, now - i, int(i == 7777))
              for i in range(10_000)],
+        )
+        # Every conversation has its contact (the ingest makes both): the search finds people by it.
+        await conn.executemany(
+            "INSERT INTO contacts (phone_number_id, customer_id, wa_id, name, created_at, updated_at) "
+            "VALUES ('1', ?, ?, ?, ?, ?)",
+            [(f"39300{i:07d}", f"39300{i:07d}", f"Cliente {i}", now, now) for i in range(10_000)],
         )
     started = time.monotonic()
     page = await (await client.get("/api/conversations?limit=50", headers=AUTH)).json()

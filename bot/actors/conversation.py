@@ -314,8 +314,8 @@ class ConversationActor(Actor[ConversationKey]):
                 taken.append(m)  # told twice (a replay and a live tell): answer once
                 continue
             size = len(m.stored.message.text or "")
-            if len(batch) >= MAX_BURST_MESSAGES or chars + size > MAX_TURN_CHARS:
-                break  # the rest goes to the next turn, in order
+            if batch and (len(batch) >= MAX_BURST_MESSAGES or chars + size > MAX_TURN_CHARS):
+                break  # the rest goes to the next turn, in order (a turn always takes its first message)
             batch.append(m.stored)
             seen.add(m.stored.inbox_id)
             chars += size
@@ -341,6 +341,8 @@ class ConversationActor(Actor[ConversationKey]):
         # A replay may hand over more than one turn takes: the rest waits its turn in the mailbox, in order.
         self.push_front([Inbound(s) for s in first])
         self._fold(batch)
+        if not batch:
+            return
         await self._collect_burst(batch, settings.burst_window_ms / 1000)
         async with self.deps.admission.slot():
             # Messages that came while we waited for a slot join this turn.
@@ -826,8 +828,11 @@ def _asks_for_human(text: str, keywords: tuple[str, ...]) -> bool:
 
 
 def _user_item(understood: list[tuple[InboundMessage, Understood]]) -> dict[str, Any]:
-    """One user message for the model: the texts in order, with any photos as image inputs."""
+    """One user message for the model: the texts in order (at most MAX_TURN_CHARS), with any photos as images."""
     texts = [u.text for _, u in understood if u.text]
+    joined = "\n".join(texts)
+    if len(joined) > MAX_TURN_CHARS:  # one message longer than a turn takes (WhatsApp's own limit is 4,096)
+        texts = [joined[:MAX_TURN_CHARS] + " […]"]
     images = [u.image_data_url for _, u in understood if u.image_data_url]
     if not images:
         return {"role": "user", "content": "\n".join(texts)}

@@ -19,7 +19,9 @@ from bot.persistence.conversations import TEST_NUMBER_ID, Arrival
 from bot.persistence.crm import arrival_contact_stmt
 from bot.persistence.database import Database, Stmt
 from bot.persistence.events import received_stmt
+from bot.persistence.templates import TemplateRepo
 from bot.whatsapp.events import BusinessEcho, InboundMessage, WebhookBatch
+from bot.whatsapp.templates import apply_status_update
 
 log = structlog.get_logger("bot.ingest")
 
@@ -40,6 +42,7 @@ class Ingest:
         self._tell = tell
         self._metrics = metrics
         self._notify = notify
+        self._templates = TemplateRepo(db)
         self.duplicates_seen = 0
 
     async def accept(self, batch: WebhookBatch) -> list[StoredInbound]:
@@ -72,6 +75,9 @@ class Ingest:
             self._tell(stored.message.key, Inbound(stored))
         for key in {ConversationKey(e.phone_number_id, e.customer_id) for e in batch.echoes}:
             self._tell(key, Wake(human=True))
+        for update in batch.template_updates:  # Meta reviewed, paused or disabled a template
+            if not await apply_status_update(self._templates, update):
+                log.info("template_status_for_unknown_template", template=update.name, status=update.event)
         if self._notify is not None:
             for stored in new:
                 self._notify("message", conversation=stored.message.customer_id, author="customer")

@@ -13,7 +13,7 @@ from typing import Any
 
 import structlog
 
-from bot.actors.conversation import Wake
+from bot.actors.conversation import Reload, Wake
 from bot.domain.conversation import ConversationKey, OutboundMessage
 from bot.persistence import Repositories
 from bot.persistence.conversations import Conversation
@@ -96,3 +96,7 @@ class Takeover:
     def wake(self, key: ConversationKey) -> None:
         """Tell the conversation's actor to look at its durable mailbox (after `queue_system_text`)."""
         self._tell(key, Wake())
+
+    def contact_changed(self, conv: Conversation) -> None:
+        """An operator edited the conversation's contact: its live actor reads it again before the next turn."""
+        self._tell(conv.key, Reload())

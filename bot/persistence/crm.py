@@ -150,6 +150,7 @@ class ContactRepo:
         company: str | None = None,
         notes: str | None = None,
         append_notes: bool = True,
+        language: str | None = None,
     ) -> Contact:
         """Set the given fields (None leaves a field as it is); a new name records who set it."""
         sets: list[str] = []
@@ -165,6 +166,8 @@ class ContactRepo:
             sets.append(f"email = {param(email)}")
         if company is not None:
             sets.append(f"company = {param(company)}")
+        if language is not None:
+            sets.append(f"language = {param(language)}")
         if notes is not None:
             if append_notes:
                 # Tools add to the notes; an operator's earlier notes are never lost.
@@ -498,21 +501,90 @@ class OrderRepo:
             state = await self._check(tx, token_sha256, now)
             if state.state != "ready" or state.order is None:
                 return state
-            order = state.order
-            short: list[str] = []
-            for line in order.lines:
-                product = await tx.fetchrow("SELECT stock, active FROM products WHERE sku = $1", line.sku)
-                if product is None or not product["active"] or product["stock"] < line.quantity:
-                    short.append(line.name)
-            if short:
-                return Confirmation("unavailable", order, tuple(short))
-            for line in order.lines:
-                await tx.execute("UPDATE products SET stock = stock - $1, updated_at = $2 WHERE sku = $3",
-                                 line.quantity, now, line.sku)
-            await tx.execute("UPDATE orders SET status = 'confirmed', confirmed_at = $1, updated_at = $1 WHERE id = $2",
-                             now, order.id)
-            await tx.execute("UPDATE order_confirmations SET used_at = $1 WHERE order_id = $2 AND used_at IS NULL",
-                             now, order.id)
-            confirmed = await self._load(tx, order.id)
-            await tx.run([event_stmt("order.confirmed", order_payload(confirmed), now=now)])
+            return await self._take_stock_and_confirm(tx, state.order, now)
+
+    async def _take_stock_and_confirm(self, tx: Tx, order: Order, now: float) -> Confirmation:
+        """Check and take the stock of a draft order, confirm it, spend its links, record the event."""
+        short: list[str] = []
+        for line in order.lines:
+            product = await tx.fetchrow("SELECT stock, active FROM products WHERE sku = $1", line.sku)
+            if product is None or not product["active"] or product["stock"] < line.quantity:
+                short.append(line.name)
+        if short:
+            return Confirmation("unavailable", order, tuple(short))
+        for line in order.lines:
+            await tx.execute("UPDATE products SET stock = stock - $1, updated_at = $2 WHERE sku = $3",
+                             line.quantity, now, line.sku)
+        await tx.execute("UPDATE orders SET status = 'confirmed', confirmed_at = $1, updated_at = $1 WHERE id = $2",
+                         now, order.id)
+        await tx.execute("UPDATE order_confirmations SET used_at = $1 WHERE order_id = $2 AND used_at IS NULL",
+                         now, order.id)
+        confirmed = await self._load(tx, order.id)
+        await tx.run([event_stmt("order.confirmed", order_payload(confirmed), now=now)])
         return Confirmation("confirmed", confirmed)
+
+    async def confirm_order(self, order_id: int, *, now: float) -> Confirmation:
+        """An operator confirms a draft: the same stock check and effects as the customer's link.
+
+        Join the transaction to queue the customer's message atomically, as the confirmation page does.
+        """
+        async with self.db.transaction() as tx:
+            order = await self._load(tx, order_id)
+            if order is None:
+                return Confirmation("unknown", None)
+            if order.status != "draft":
+                return Confirmation("already_confirmed" if order.status == "confirmed" else "cancelled", order)
+            return await self._take_stock_and_confirm(tx, order, now)
+
+    async def cancel(self, order_id: int, *, now: float) -> Order | None:
+        """Cancel a draft, or a confirmed order (its stock goes back); None when unknown.
+
+        A cancelled order stays cancelled: its confirmation links say so from now on.
+        """
+        async with self.db.transaction() as tx:
+            order = await self._load(tx, order_id)
+            if order is None or order.status == "cancelled":
+                return order
+            if order.status == "confirmed":
+                for line in order.lines:
+                    await tx.execute("UPDATE products SET stock = stock + $1, updated_at = $2 WHERE sku = $3",
+                                     line.quantity, now, line.sku)
+            await tx.execute("UPDATE orders SET status = 'cancelled', updated_at = $1 WHERE id = $2", now, order.id)
+            return await self._load(tx, order.id)
+
+    async def page(self, *, status: str | None = None, since: float | None = None, until: float | None = None,
+                   limit: int = 50, offset: int = 0) -> list[tuple[Order, Contact]]:
+        """Orders newest first, optionally of one status and made within [since, until), with their contacts."""
+        rows = await self.db.fetch(
+            "SELECT o.id FROM orders o WHERE (CAST($1 AS TEXT) IS NULL OR o.status = $1) "
+            "AND o.created_at >= $2 AND o.created_at < $3 ORDER BY o.created_at DESC, o.id DESC LIMIT $4 OFFSET $5",
+            status, since if since is not None else 0.0, until if until is not None else 1e18, limit, offset)
+        orders = await self._load_many([int(r["id"]) for r in rows])
+        contact_ids = sorted({o.contact_id for o in orders})
+        contacts = {}
+        if contact_ids:
+            found = await self.db.fetch(f"SELECT * FROM contacts WHERE id IN ({marks(len(contact_ids))})", *contact_ids)
+            contacts = {int(r["id"]): Contact.from_row(r) for r in found}
+        return [(o, contacts[o.contact_id]) for o in orders if o.contact_id in contacts]
+
+    async def _load_many(self, ids: Sequence[int]) -> list[Order]:
+        """Orders with their lines in two queries, in the order of `ids`."""
+        if not ids:
+            return []
+        rows = await self.db.fetch(f"SELECT * FROM orders WHERE id IN ({marks(len(ids))})", *ids)
+        lines: dict[int, list[OrderLine]] = {}
+        for r in await self.db.fetch(
+                f"SELECT * FROM order_lines WHERE order_id IN ({marks(len(ids))}) ORDER BY id", *ids):
+            lines.setdefault(int(r["order_id"]), []).append(
+                OrderLine(r["sku"], r["name"], r["quantity"], r["unit_price_cents"], r["line_total_cents"]))
+        by_id = {int(r["id"]): Order(
+            id=r["id"], code=r["code"], contact_id=r["contact_id"], status=r["status"], total_cents=r["total_cents"],
+            currency=r["currency"], notes=r["notes"], created_at=r["created_at"], confirmed_at=r["confirmed_at"],
+            lines=tuple(lines.get(int(r["id"]), ()))) for r in rows}
+        return [by_id[i] for i in ids if i in by_id]
+
+    async def latest_code(self, contact_id: int) -> str | None:
+        """The code of the contact's most recent order (for the `{{order_code}}` of canned replies)."""
+        value = await self.db.fetchval(
+            "SELECT code FROM orders WHERE contact_id = $1 ORDER BY id DESC LIMIT 1", contact_id)
+        return None if value is None else str(value)

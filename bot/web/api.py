@@ -4,14 +4,16 @@ from __future__ import annotations
 
 import time
 from dataclasses import asdict
-from typing import Any
+from typing import Any, cast
 
 import orjson
 from aiohttp import web
 
 from bot.actors.media import MAX_MEDIA_BYTES
-from bot.actors.takeover import WindowClosed
+from bot.actors.takeover import SERVICE_WINDOW_SECONDS, WindowClosed, window_open
 from bot.persistence.conversations import Conversation
+from bot.persistence.desk import TABS, ListQuery, Tab
+from bot.web.jsonapi import conversation_of, ok, page_params, refuse, username
 from bot.web.keys import REPOS, SENDER, TAKEOVER, USER
 from bot.whatsapp.client import GraphError
 from bot.whatsapp.text import MAX_TEXT
@@ -19,16 +21,7 @@ from bot.whatsapp.text import MAX_TEXT
 routes = web.RouteTableDef()
 
 MEDIA_TYPES = {"image", "audio", "video", "document", "sticker"}
-# Past the last row a page is empty anyway; beyond SQLite's 64-bit INTEGER the query would fail with a 500.
-MAX_OFFSET = 10**9
-
-
-def _json(data: Any, status: int = 200) -> web.Response:
-    return web.Response(body=orjson.dumps(data), status=status, content_type="application/json")
-
-
-def _error(status: int, message: str) -> web.Response:
-    return _json({"error": message}, status)
+LIST_EXAMPLE = "?tab=needs_human|paused|failed|mine|unassigned|all|test&label=ID&q=words&limit=50&offset=0"
 
 
 def conversation_state(conv: Conversation, now: float) -> str:
@@ -42,22 +35,23 @@ def conversation_state(conv: Conversation, now: float) -> str:
     return "ai"
 
 
-def _name(conv: Conversation, row: Any) -> str | None:
+def _column(row: Any, name: str) -> Any:
     try:
-        contact_name = row["contact_name"]
+        return row[name]
     except (IndexError, KeyError):
-        contact_name = None
-    return contact_name or conv.profile_name
+        return None
 
 
-def conversation_json(conv: Conversation, row: Any, now: float) -> dict[str, Any]:
+def conversation_json(conv: Conversation, row: Any, now: float,
+                      labels: list[dict[str, Any]] | None = None) -> dict[str, Any]:
     """A conversation as the API shows it."""
+    closes = None if conv.is_test or conv.last_inbound_at is None else conv.last_inbound_at + SERVICE_WINDOW_SECONDS
     return {
         "id": conv.id,
         "wa_id": conv.wa_id,
         "customer_id": conv.customer_id,
         "phone_number_id": conv.phone_number_id,
-        "name": _name(conv, row),
+        "name": _column(row, "contact_name") or conv.profile_name,
         "state": conversation_state(conv, now),
         "paused_until": conv.paused_until if conv.is_paused(now) else None,
         "needs_human": conv.needs_human,
@@ -65,58 +59,58 @@ def conversation_json(conv: Conversation, row: Any, now: float) -> dict[str, Any
         "flag_at": conv.flag_at,
         "language": conv.language,
         "is_test": conv.is_test,
-        "last_message": row["last_message_preview"],
+        "last_message": _column(row, "last_message_preview"),
         # A failed send leaves `state` alone (the AI may answer again, a person may hold it): shown beside it.
-        "last_outbound_status": row["last_outbound_status"],
-        "last_activity_at": row["last_activity_at"],
+        "last_outbound_status": _column(row, "last_outbound_status"),
+        "last_activity_at": _column(row, "last_activity_at"),
         "last_inbound_at": conv.last_inbound_at,
+        "assigned_to": conv.assigned_to,
+        "unread": _column(row, "unread"),
+        "labels": labels or [],
+        # Meta's 24-hour window for free-form messages; after it, only approved templates.
+        "window_open": window_open(conv, now),
+        "window_closes_at": closes,
     }
-
-
-async def _conversation(request: web.Request) -> Conversation:
-    ident = request.match_info["wa_id"]
-    conv = await request.app[REPOS].conversations.find(ident)
-    if conv is None:
-        raise web.HTTPNotFound(text=orjson.dumps({"error": f"no conversation with {ident!r}"}).decode(),
-                               content_type="application/json")
-    return conv
 
 
 @routes.get("/api/conversations")
 async def list_conversations(request: web.Request) -> web.Response:
-    """Conversations, needs-human first then most recent; paged with ?limit and ?offset, searchable with ?q."""
-    try:
-        limit = max(1, min(200, int(request.query.get("limit", "50"))))
-        offset = max(0, min(MAX_OFFSET, int(request.query.get("offset", "0"))))
-    except ValueError:
-        return _error(400, "limit and offset must be whole numbers")
-    # SQLite's LIKE stops at a NUL: "rossi\0x" would find every name ending in "rossi".
-    query = request.query.get("q", "").replace("\x00", "").strip()
-    where, params = "", []
-    if query:
-        # LIKE with bound parameters: the search text can never become SQL.
-        like = f"%{query.lower().replace('%', '').replace('_', '')}%"
-        where = ("WHERE lower(c.profile_name) LIKE $1 OR lower(k.name) LIKE $1 OR c.wa_id LIKE $1 "
-                 "OR lower(c.customer_id) LIKE $1")
-        params = [like]
-    n = len(params)
-    rows = await request.app[REPOS].db.fetch(
-        "SELECT c.*, k.name AS contact_name, (SELECT o.status FROM outbox o WHERE o.phone_number_id = "
-        "c.phone_number_id AND o.customer_id = c.customer_id ORDER BY o.id DESC LIMIT 1) AS last_outbound_status "
-        "FROM conversations c LEFT JOIN contacts k "
-        "ON k.phone_number_id = c.phone_number_id AND k.customer_id = c.customer_id "
-        f"{where} ORDER BY c.needs_human DESC, c.last_activity_at DESC LIMIT ${n + 1} OFFSET ${n + 2}",
-        *params, limit, offset,
-    )
+    """One tab of the inbox (needs-human first, then most recent), optionally one label's and a search's.
+
+    ?tab=needs_human|paused|failed|mine|unassigned|all (default; test chats excepted)|test, ?label=<id>,
+    ?q=<words or a number> (full text over contacts and messages), ?limit and ?offset.
+    """
+    limit, offset = page_params(request)
+    tab = request.query.get("tab", "all")
+    if tab not in TABS:
+        return refuse(400, f"unknown tab {tab[:40]!r}: use one of {', '.join(TABS)}")
+    raw_label = request.query.get("label", "")
+    if raw_label and not (raw_label.isascii() and raw_label.isdigit() and len(raw_label) < 19):
+        return refuse(400, "label must be a label's id (GET /api/labels lists them)")
+    query = ListQuery(tab=cast(Tab, tab), user=username(request), label_id=int(raw_label) if raw_label else None,
+                      text=request.query.get("q", ""), limit=limit, offset=offset)
+    repos = request.app[REPOS]
+    rows = await repos.desk.page(query)
+    labels = await repos.desk.labels_of([int(r["id"]) for r in rows])
     now = time.time()
-    items = [conversation_json(Conversation.from_row(r), r, now) for r in rows]
-    return _json({"conversations": items, "limit": limit, "offset": offset})
+    items = [conversation_json(Conversation.from_row(r), r, now, labels.get(int(r["id"]))) for r in rows]
+    return ok({"conversations": items, "tab": tab, "limit": limit, "offset": offset})
+
+
+def _body(raw: str | None) -> Any:
+    if not raw:
+        return None
+    try:
+        return orjson.loads(raw)
+    except orjson.JSONDecodeError:
+        return None
 
 
 @routes.get("/api/conversations/{wa_id}/messages")
 async def list_messages(request: web.Request) -> web.Response:
-    """Every message of a conversation, oldest first: customer (inbox) and ai/operator/system (outbox)."""
-    conv = await _conversation(request)
+    """Every message of a conversation, oldest first: customer (inbox) and ai/operator/system (outbox),
+    and the team's private notes beside them (`notes`, never sent)."""
+    conv = await conversation_of(request)
     repos = request.app[REPOS]
     inbound = await repos.db.fetch(
         "SELECT id, wamid, type, text, status, last_error, received_at FROM inbox "
@@ -126,8 +120,8 @@ async def list_messages(request: web.Request) -> web.Response:
     outbound = await repos.outbox.for_conversation(conv.key)
     messages: list[dict[str, Any]] = [
         {
-            "id": f"in-{r['id']}", "direction": "in", "author": "customer", "type": r["type"], "text": r["text"],
-            "status": r["status"], "error": r["last_error"] if r["status"] == "failed" else None,
+            "id": f"in-{r['id']}", "direction": "in", "author": "customer", "type": r["type"], "kind": r["type"],
+            "text": r["text"], "status": r["status"], "error": r["last_error"] if r["status"] == "failed" else None,
             "created_at": r["received_at"],
             "media": f"/api/media/{r['id']}" if r["type"] in MEDIA_TYPES and not conv.is_test else None,
         }
@@ -135,54 +129,64 @@ async def list_messages(request: web.Request) -> web.Response:
     ]
     messages.extend(
         {
-            "id": f"out-{r['id']}", "direction": "out", "author": r["author"], "type": r["kind"], "text": r["text"],
-            "status": r["status"], "error_code": r["error_code"], "error": r["error_reason"]
+            "id": f"out-{r['id']}", "direction": "out", "author": r["author"], "type": r["kind"], "kind": r["kind"],
+            "text": r["text"], "status": r["status"], "error_code": r["error_code"], "error": r["error_reason"]
             if r["status"] in ("failed", "unknown") else None, "created_at": r["created_at"],
+            # What an interactive message offered (its buttons or list) or which template went out.
+            "body": _body(r["body"]) if r["kind"] in ("interactive", "template") else None,
         }
         for r in outbound
     )
     messages.sort(key=lambda m: m["created_at"])
     latest_out = outbound[-1]["status"] if outbound else None
-    return _json({"conversation": conversation_json(conv, {"last_message_preview": None, "last_activity_at": None,
-                                                          "last_outbound_status": latest_out}, time.time()),
-                  "messages": messages})
+    notes = [{"id": n.id, "author": n.author, "text": n.text, "created_at": n.created_at}
+             for n in await repos.notes.of(conv.id)]
+    labels = [asdict(label) for label in await repos.labels.of(conv.id)]
+    for label in labels:
+        label.pop("conversations", None)
+    contact = await repos.contacts.for_conversation(conv.phone_number_id, conv.customer_id)
+    row = {"last_message_preview": conv.last_message_preview, "last_activity_at": conv.last_activity_at,
+           "last_outbound_status": latest_out, "contact_name": contact.name if contact else None}
+    return ok({"conversation": conversation_json(conv, row, time.time(), labels), "messages": messages,
+               "notes": notes})
 
 
 @routes.post("/api/conversations/{wa_id}/messages")
 async def send_operator_message(request: web.Request) -> web.Response:
     """An operator's message: queued for the conversation's actor (202), which pauses the AI and sends it."""
-    conv = await _conversation(request)
+    conv = await conversation_of(request)
     try:
         body = orjson.loads(await request.read())
     except orjson.JSONDecodeError:
-        return _error(400, 'send JSON like {"text": "..."}')
+        return refuse(400, 'send JSON like {"text": "..."}')
     text = body.get("text") if isinstance(body, dict) else None
     if not isinstance(text, str) or not text.strip():
-        return _error(400, '"text" must be a non-empty string')
+        return refuse(400, '"text" must be a non-empty string')
     if len(text) > MAX_TEXT:
-        return _error(400, f'"text" is longer than WhatsApp allows ({MAX_TEXT} characters)')
+        return refuse(400, f'"text" is longer than WhatsApp allows ({MAX_TEXT} characters)')
     user = request.get(USER)
     try:
         row = await request.app[TAKEOVER].operator_message(conv, text.strip(), user=user.username if user else None)
     except WindowClosed as exc:
-        return _error(409, str(exc))
-    return _json({"id": row.id, "status": row.status, "error": None}, 202)
+        return refuse(409, str(exc))
+    return ok({"id": row.id, "status": row.status, "error": None}, 202)
 
 
 @routes.post("/api/conversations/{wa_id}/pause")
 async def pause(request: web.Request) -> web.Response:
     """Hold the AI for this conversation until handed back."""
-    conv = await _conversation(request)
+    conv = await conversation_of(request)
     await request.app[TAKEOVER].pause(conv)
-    return _json({"state": "paused"})
+    return ok({"state": "paused"})
 
 
 @routes.post("/api/conversations/{wa_id}/resume")
 async def resume(request: web.Request) -> web.Response:
-    """Hand the conversation back to the AI."""
-    conv = await _conversation(request)
+    """Hand the conversation back to the AI; whoever had taken it lets it go."""
+    conv = await conversation_of(request)
     await request.app[TAKEOVER].resume(conv)
-    return _json({"state": "ai"})
+    await request.app[REPOS].conversations.set_assigned(conv.id, None)
+    return ok({"state": "ai", "assigned_to": None})
 
 
 @routes.get("/api/media/{inbox_id}")
@@ -191,23 +195,23 @@ async def media(request: web.Request) -> web.StreamResponse:
     try:
         inbox_id = int(request.match_info["inbox_id"])
     except ValueError:
-        return _error(400, "the media id must be a number")
+        return refuse(400, "the media id must be a number")
     if not 0 < inbox_id < 2**63:
-        return _error(404, "no media for that message")
+        return refuse(404, "no media for that message")
     rows = await request.app[REPOS].inbox.get_many([inbox_id])
     if not rows or rows[0].type not in MEDIA_TYPES:
-        return _error(404, "no media for that message")
+        return refuse(404, "no media for that message")
     payload = orjson.loads(rows[0].payload)
     item = payload.get(rows[0].type) if isinstance(payload, dict) else None
     media_id = item.get("id") if isinstance(item, dict) else None
     if not isinstance(media_id, str):
-        return _error(404, "that message carries no media id")
+        return refuse(404, "that message carries no media id")
     sender = request.app[SENDER]
     try:
         info = await sender.media_url(media_id)
         data = await sender.download(str(info["url"]), max_bytes=MAX_MEDIA_BYTES)
     except GraphError as exc:
-        return _error(502, f"Meta did not give the file: {exc.reason} (media links expire after some weeks)")
+        return refuse(502, f"Meta did not give the file: {exc.reason} (media links expire after some weeks)")
     mime = str(info.get("mime_type") or "application/octet-stream").split(";")[0]
     return web.Response(body=data, content_type=mime, headers={
         "Cache-Control": "private, max-age=300",
@@ -221,11 +225,7 @@ async def media(request: web.Request) -> web.StreamResponse:
 @routes.get("/api/contacts")
 async def contacts(request: web.Request) -> web.Response:
     """CRM contacts, most recently updated first; ?q= searches name, email, company or number."""
-    try:
-        limit = max(1, min(200, int(request.query.get("limit", "50"))))
-        offset = max(0, min(MAX_OFFSET, int(request.query.get("offset", "0"))))
-    except ValueError:
-        return _error(400, "limit and offset must be whole numbers")
+    limit, offset = page_params(request)
     query = request.query.get("q", "").replace("\x00", "")  # LIKE stops at a NUL, see list_conversations
     found = await request.app[REPOS].contacts.page(query=query, limit=limit, offset=offset)
-    return _json({"contacts": [asdict(c) for c in found], "limit": limit, "offset": offset})
+    return ok({"contacts": [asdict(c) for c in found], "limit": limit, "offset": offset})

@@ -3,7 +3,8 @@
 Public: /healthz, /login, /webhooks/whatsapp, /orders/confirm/{token} and /static/*. Everything else:
 - HTML pages need a session (else a redirect to /login?next=...);
 - /api/* take a session or a bearer token (else 401 JSON); /metrics takes a bearer token only;
-- /settings, /settings/*, /api/settings and /ai-diagnostics/reset-sessions are for admins (403 for operators);
+- /settings, /settings/*, /api/settings, /api/templates/sync and /ai-diagnostics/reset-sessions are for admins
+  (403 for operators);
 - a POST/PUT/PATCH/DELETE made with a session carries its CSRF token (form field or X-CSRF-Token).
 """
 
@@ -44,6 +45,7 @@ _ADMIN_ONLY = {
     "/settings": "open the settings",
     "/api/settings": "open the settings",
     "/ai-diagnostics/reset-sessions": "reset the sessions",
+    "/api/templates/sync": "sync the templates",
 }
 _STREAM_CSRF = "__csrf_checked_by_handler__"
 _LONG_NUMBER = re.compile(r"\d{7,}")

@@ -16,6 +16,7 @@ from bot.ai.keycheck import KeyChecker
 from bot.ai.knowledge import KnowledgeBase
 from bot.buildinfo import BuildInfo
 from bot.config import Config
+from bot.integrations.webhooks import EventDelivery
 from bot.metrics import Metrics
 from bot.persistence import Repositories
 from bot.persistence.database import Database
@@ -25,6 +26,7 @@ from bot.tools.registry import ToolRegistry
 from bot.web.access import Access, Principal
 from bot.web.live import LiveHub
 from bot.whatsapp.client import WhatsAppClient
+from bot.whatsapp.template_sync import TemplateSync
 
 CONFIG = web.AppKey("config", Config)
 STARTED_AT = web.AppKey("started_at", float)
@@ -49,4 +51,7 @@ TEMPLATES = web.AppKey("templates", jinja2.Environment)
 KNOWLEDGE = web.AppKey("knowledge", KnowledgeBase)
 KEY_CHECKER = web.AppKey("key_checker", KeyChecker)
 BUILD = web.AppKey("build", BuildInfo)
+# Support desk background jobs
+EVENT_DELIVERY = web.AppKey("event_delivery", EventDelivery)
+TEMPLATE_SYNC = web.AppKey("template_sync", TemplateSync)
 USER = web.RequestKey("user", Principal)  # set by the auth middleware on every non-public request

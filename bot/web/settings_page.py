@@ -19,6 +19,7 @@ from bot.persistence.users import UserExists
 from bot.stored_settings import SettingsView, Validated, validate
 from bot.texts import plural
 from bot.web.auth import CSRF_FIELD, audit_fields, checks_csrf_itself, csrf_ok, principal_of
+from bot.web.desk.settings_context import settings_context
 from bot.web.keys import ACCESS, KEY_CHECKER, KNOWLEDGE, REPOS, SETTINGS, STORED_SETTINGS
 from bot.web.pages import render
 
@@ -35,6 +36,12 @@ NOTICES = {
     "user_deleted": "User removed.",
     "token_revoked": "Token revoked: software using it is locked out from now on.",
     "uploaded": "PDF received. It is being indexed now: the status below changes to “ready” when done.",
+    "canned_saved": "Canned reply saved. Type / in the inbox's reply box to use it.",
+    "canned_deleted": "Canned reply deleted.",
+    "hook_enabled": "Webhook endpoint switched on: it gets the events from now on.",
+    "hook_disabled": "Webhook endpoint switched off: its events are not queued while it is off.",
+    "hook_deleted": "Webhook endpoint deleted, with its queue of deliveries.",
+    "templates_synced": "Templates synced from WhatsApp.",
 }
 
 
@@ -71,10 +78,12 @@ def settings_json(view: SettingsView, doc: KnowledgeDoc | None) -> dict[str, Any
     }
 
 
-async def _page(request: web.Request, *, status: int = 200, values: dict[str, Any] | None = None,
-                errors: dict[str, str] | None = None, notice: str | None = None, test: Any = None,
-                new_token: str | None = None, user_error: str | None = None, token_error: str | None = None,
-                kb_error: str | None = None) -> web.Response:
+async def page(request: web.Request, *, status: int = 200, values: dict[str, Any] | None = None,
+               errors: dict[str, str] | None = None, notice: str | None = None, test: Any = None,
+               new_token: str | None = None, user_error: str | None = None, token_error: str | None = None,
+               kb_error: str | None = None, desk_errors: dict[str, str] | None = None,
+               hook_secret: str | None = None) -> web.Response:
+    """The settings page, with what a form just did (`notice`, or an error beside its form)."""
     stored = request.app[STORED_SETTINGS]
     repos = request.app[REPOS]
     view = await stored.view()
@@ -91,6 +100,7 @@ async def _page(request: web.Request, *, status: int = 200, values: dict[str, An
         kb=knowledge_json(doc, enabled=view.kb_enabled), max_pdf_mb=MAX_PDF_BYTES // (1024 * 1024),
         users=await repos.users.all(), tokens=await repos.users.tokens(), new_token=new_token,
         user_error=user_error, token_error=token_error, kb_error=kb_error,
+        desk=await settings_context(request), desk_errors=desk_errors or {}, hook_secret=hook_secret,
     )
 
 
@@ -110,7 +120,7 @@ async def _apply(request: web.Request, checked: Validated, before: SettingsView)
 @routes.get("/settings")
 async def settings_page(request: web.Request) -> web.Response:
     """The AI Assistant Settings form."""
-    return await _page(request)
+    return await page(request)
 
 
 @routes.post("/settings")
@@ -120,7 +130,7 @@ async def save_settings(request: web.Request) -> web.Response:
     before = await request.app[STORED_SETTINGS].view()
     checked = validate(form, before, form=True)
     if checked.errors:
-        return await _page(request, status=400, values=checked.values, errors=checked.errors,
+        return await page(request, status=400, values=checked.values, errors=checked.errors,
                            notice="Nothing was saved: please correct the fields marked below.")
     await _apply(request, checked, before)
     raise web.HTTPSeeOther("/settings?done=saved" if checked.values["use_stored"] else "/settings?done=saved_unused")
@@ -137,13 +147,13 @@ async def test_connection(request: web.Request) -> web.Response:
     key_error = checked.errors.get("openai_api_key")
     if model_error or key_error:
         errors = {k: v for k, v in checked.errors.items() if k in ("model", "openai_api_key")}
-        return await _page(request, status=400, values=checked.values, errors=errors)
+        return await page(request, status=400, values=checked.values, errors=errors)
     current = (await request.app[SETTINGS].current()).ai
     key = await stored.key_for_test(checked.key, use_stored=bool(checked.values["use_stored"]))
     ai = replace(current, api_key=key, model=checked.values["model"])
     result = await request.app[KEY_CHECKER].check(ai, fresh=True)
     await request.app[REPOS].audit.record("connection_tested", detail=f"ok={result.ok}", **audit_fields(request))
-    return await _page(request, values=checked.values, test=result)
+    return await page(request, values=checked.values, test=result)
 
 
 async def _stream_upload(request: web.Request) -> tuple[str, Path] | web.Response:
@@ -152,15 +162,15 @@ async def _stream_upload(request: web.Request) -> tuple[str, Path] | web.Respons
     reader = await request.multipart()
     first = await reader.next()
     if not isinstance(first, BodyPartReader) or first.name != CSRF_FIELD:
-        return await _page(request, status=403, kb_error="The form expired: reload the page and try again.")
+        return await page(request, status=403, kb_error="The form expired: reload the page and try again.")
     if not csrf_ok(principal_of(request), (await first.read(decode=True)).decode(errors="replace")):
-        return await _page(request, status=403, kb_error="The form expired: reload the page and try again.")
+        return await page(request, status=403, kb_error="The form expired: reload the page and try again.")
     part = await reader.next()
     while isinstance(part, BodyPartReader) and part.name != "pdf":
         await part.release()
         part = await reader.next()
     if not isinstance(part, BodyPartReader) or not part.filename:
-        return await _page(request, status=400, kb_error="Choose a PDF file first, then press Upload.")
+        return await page(request, status=400, kb_error="Choose a PDF file first, then press Upload.")
     filename = part.filename
     target = kb.new_upload_path()
     size = 0
@@ -176,13 +186,13 @@ async def _stream_upload(request: web.Request) -> tuple[str, Path] | web.Respons
                 out.write(chunk)
     except KnowledgeError as exc:
         target.unlink(missing_ok=True)
-        return await _page(request, status=413, kb_error=str(exc))
+        return await page(request, status=413, kb_error=str(exc))
     except BaseException:
         target.unlink(missing_ok=True)
         raise
     if size == 0:
         target.unlink(missing_ok=True)
-        return await _page(request, status=400, kb_error="The file is empty. Choose the PDF again.")
+        return await page(request, status=400, kb_error="The file is empty. Choose the PDF again.")
     return filename, target
 
 
@@ -191,7 +201,7 @@ async def _stream_upload(request: web.Request) -> tuple[str, Path] | web.Respons
 async def upload_pdf(request: web.Request) -> web.Response:
     """Upload (or replace) the knowledge base PDF; indexing continues in the background."""
     if request.content_type != "multipart/form-data":
-        return await _page(request, status=400, kb_error="Upload the PDF with the form on this page.")
+        return await page(request, status=400, kb_error="Upload the PDF with the form on this page.")
     streamed = await _stream_upload(request)
     if isinstance(streamed, web.Response):
         return streamed
@@ -202,7 +212,7 @@ async def upload_pdf(request: web.Request) -> web.Response:
     except KnowledgeError as exc:
         await request.app[REPOS].audit.record("knowledge_refused", detail=f"{filename}: {exc}",
                                               **audit_fields(request))
-        return await _page(request, status=400, kb_error=str(exc))
+        return await page(request, status=400, kb_error=str(exc))
     pages = plural(doc.pages or 0, "page")
     await request.app[REPOS].audit.record("knowledge_uploaded", detail=f"{doc.filename} ({pages})",
                                           **audit_fields(request))
@@ -220,7 +230,7 @@ async def add_user(request: web.Request) -> web.Response:
         await request.app[ACCESS].add_user(username, role, password)
     except (ValueError, UserExists) as exc:
         message = str(exc) if not isinstance(exc, UserExists) else f"There is already a user called {username}."
-        return await _page(request, status=400, user_error=message)
+        return await page(request, status=400, user_error=message)
     await request.app[REPOS].audit.record("user_added", detail=f"{username} ({role})", **audit_fields(request))
     raise web.HTTPSeeOther("/settings?done=user_added#users")
 
@@ -230,9 +240,9 @@ async def delete_user(request: web.Request) -> web.Response:
     """Remove a user (not yourself, never the last admin)."""
     user_id = int(request.match_info["user_id"])
     if user_id == principal_of(request).user_id:
-        return await _page(request, status=400, user_error="You cannot remove yourself while signed in.")
+        return await page(request, status=400, user_error="You cannot remove yourself while signed in.")
     if not await request.app[REPOS].users.delete(user_id):
-        return await _page(request, status=400, user_error="That user cannot be removed (the last admin stays).")
+        return await page(request, status=400, user_error="That user cannot be removed (the last admin stays).")
     await request.app[REPOS].audit.record("user_deleted", detail=str(user_id), **audit_fields(request))
     raise web.HTTPSeeOther("/settings?done=user_deleted#users")
 
@@ -246,9 +256,9 @@ async def create_token(request: web.Request) -> web.Response:
     try:
         token = await request.app[ACCESS].create_token(name, role, principal_of(request).username)
     except ValueError as exc:
-        return await _page(request, status=400, token_error=str(exc))
+        return await page(request, status=400, token_error=str(exc))
     await request.app[REPOS].audit.record("token_created", detail=f"{name.strip()} ({role})", **audit_fields(request))
-    return await _page(request, new_token=token,
+    return await page(request, new_token=token,
                        notice="Token created. Copy it now: it will not be shown again.")
 
 
@@ -257,7 +267,7 @@ async def revoke_token(request: web.Request) -> web.Response:
     """Revoke an API token."""
     token_id = int(request.match_info["token_id"])
     if not await request.app[REPOS].users.revoke_token(token_id):
-        return await _page(request, status=404, token_error="No such token, or it was already revoked.")
+        return await page(request, status=404, token_error="No such token, or it was already revoked.")
     await request.app[REPOS].audit.record("token_revoked", detail=str(token_id), **audit_fields(request))
     raise web.HTTPSeeOther("/settings?done=token_revoked#tokens")
 

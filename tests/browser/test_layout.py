@@ -210,7 +210,7 @@ async def walk_every_page(browser: Browser, seeded: TestServer, device: str, con
     await expect(page.locator("#thread-state")).to_have_text("failed · not delivered")
     await expect(page.locator("#messages .fail")).not_to_have_count(0)
 
-    for path, name in (("/settings", "settings"), ("/ai-diagnostics", "diagnostics")):
+    for path, name in (("/settings", "settings"), ("/ai-diagnostics", "diagnostics"), ("/orders", "orders")):
         await page.goto(base + path)
         await check_page(page, f"{name}-{device}")
 

@@ -498,8 +498,10 @@ class StatementFaults:
         self._rules.append([prefix.lower(), times])
 
     def _trace(self, sql: str) -> None:
-        self._armed = False
         text = sql.lstrip().lower()
+        if text.startswith("--"):
+            return  # a trigger of the statement that is running (full-text indexes): part of it, not the next one
+        self._armed = False
         for rule in self._rules:
             if rule[1] > 0 and text.startswith(rule[0]):
                 rule[1] -= 1
