@@ -14,7 +14,7 @@ from tests.fakes.graph_server import FakeGraph
 from tests.fakes.meta import text_message
 from tests.fakes.openai_server import FakeOpenAI
 from tests.helpers import repos_of, wait_conversation, wait_handled
-from tests.web.helpers import admin
+from tests.web.helpers import admin, post_form
 
 FLOODER, OTHER = "393339990000", "393338880000"
 BEARER = {"Authorization": f"Bearer {API_TOKEN}"}
@@ -94,3 +94,35 @@ async def test_every_call_is_in_the_ledger_and_the_budget_stops_the_model(
     assert data["costs"]["budget_reached"] is True and data["costs"]["month"] >= round(row["cost"], 6)
     metrics = await (await client.get("/metrics", headers=BEARER)).text()
     assert 'bot_model_spend{period="month"}' in metrics and "bot_model_tokens_total" in metrics
+
+
+async def test_the_settings_page_sets_the_budget_prices_and_opening_hours(
+    make_client: ClientFactory, fake_openai: FakeOpenAI, fake_graph: FakeGraph
+) -> None:
+    client = await make_client()
+    csrf = await admin(client)
+    page = await (await client.get("/settings")).text()
+    assert "Limits, costs and opening hours" in page and "gpt-4o-mini" in page
+    bad = await post_form(client, "/settings/business", csrf, monthly_budget="lots",
+                          opening_hours="mon-fri 9-25", time_zone="Mars/Olympus")
+    assert bad.status == 400
+    text = await bad.text()
+    assert "Write a number" in text and "business hours" in text.lower()
+    ok = await post_form(client, "/settings/business", csrf, monthly_budget="12,5",
+                         opening_hours="mon-sun 00:00-23:59", time_zone="Europe/Rome",
+                         window_template="order_update:it")
+    assert ok.status == 303
+    saved = await repos_of(client).business.get()
+    assert saved.monthly_budget == 12.5 and saved.time_zone == "Europe/Rome"
+    assert (saved.window_template, saved.window_template_language) == ("order_update", "it")
+    price = await post_form(client, "/settings/prices", csrf, model="my-model", input_per_million="1",
+                            cached_per_million="0.5", output_per_million="4")
+    assert price.status == 303
+    costs = client.app[COSTS]  # type: ignore[index]
+    assert costs.price("my-model") is not None and costs.price("my-model").output_per_million == 4
+    # Always open: the hand-off text now says a person answers shortly, in the customer's language.
+    await post_webhook(client, text_message("wamid.H1", OTHER, "Hello, I would like to talk to a real person please"))
+    await wait_handled(client, 1)
+    assert "shortly" in fake_graph.texts()[-1]
+    audit = await repos_of(client).audit.recent(action="business_settings_saved")
+    assert audit and audit[0]["username"] == "admin"

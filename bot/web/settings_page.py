@@ -18,9 +18,10 @@ from bot.domain.knowledge import KnowledgeDoc
 from bot.persistence.users import UserExists
 from bot.stored_settings import SettingsView, Validated, validate
 from bot.texts import plural
+from bot.web import limits
 from bot.web.auth import CSRF_FIELD, audit_fields, checks_csrf_itself, csrf_ok, principal_of
 from bot.web.desk.settings_context import settings_context
-from bot.web.keys import ACCESS, KEY_CHECKER, KNOWLEDGE, REPOS, SETTINGS, STORED_SETTINGS
+from bot.web.keys import ACCESS, COSTS, KEY_CHECKER, KNOWLEDGE, REPOS, SETTINGS, STORED_SETTINGS
 from bot.web.pages import render
 
 log = structlog.get_logger("bot.web.settings")
@@ -32,6 +33,8 @@ NOTICES = {
     "saved_unused": "Saved, but not in use: “Use stored settings” is not ticked, so the server keeps running on "
                     "its environment settings (OPENAI_API_KEY, BOT_MODEL, …). Tick it and press Save to use the "
                     "values on this page. The knowledge base settings apply either way.",
+    "business_saved": "Saved: the budget, opening hours and window template apply from the next customer message.",
+    "price_saved": "Price saved: spend is counted with it from the next model call.",
     "user_added": "User added. Give them their password in person or by phone, not by email.",
     "user_deleted": "User removed.",
     "token_revoked": "Token revoked: software using it is locked out from now on.",
@@ -82,7 +85,7 @@ async def page(request: web.Request, *, status: int = 200, values: dict[str, Any
                errors: dict[str, str] | None = None, notice: str | None = None, test: Any = None,
                new_token: str | None = None, user_error: str | None = None, token_error: str | None = None,
                kb_error: str | None = None, desk_errors: dict[str, str] | None = None,
-               hook_secret: str | None = None) -> web.Response:
+               hook_secret: str | None = None, business_errors: dict[str, str] | None = None) -> web.Response:
     """The settings page, with what a form just did (`notice`, or an error beside its form)."""
     stored = request.app[STORED_SETTINGS]
     repos = request.app[REPOS]
@@ -101,6 +104,7 @@ async def page(request: web.Request, *, status: int = 200, values: dict[str, Any
         users=await repos.users.all(), tokens=await repos.users.tokens(), new_token=new_token,
         user_error=user_error, token_error=token_error, kb_error=kb_error,
         desk=await settings_context(request), desk_errors=desk_errors or {}, hook_secret=hook_secret,
+        limits=await limits.context(request), business_errors=business_errors or {},
     )
 
 
@@ -115,6 +119,35 @@ async def _apply(request: web.Request, checked: Validated, before: SettingsView)
                                           **audit_fields(request))
     if checked.values["kb_mode"] != before.kb_mode:
         await request.app[KNOWLEDGE].reindex(checked.values["kb_mode"])
+
+
+@routes.post("/settings/business")
+async def save_business(request: web.Request) -> web.Response:
+    """Save the monthly budget, opening hours and window template (they apply whenever set)."""
+    form = await request.post()
+    repos = request.app[REPOS]
+    checked, errors = limits.validate_business(form, await repos.business.get())
+    if errors:
+        return await page(request, status=400, business_errors=errors,
+                          notice="Nothing was saved: please correct the fields marked below.")
+    await repos.business.save(checked, updated_by=principal_of(request).username)
+    request.app[STORED_SETTINGS].invalidate()
+    await repos.audit.record("business_settings_saved", detail=f"budget={checked.monthly_budget}",
+                             **audit_fields(request))
+    raise web.HTTPSeeOther("/settings?done=business_saved#limits")
+
+
+@routes.post("/settings/prices")
+async def save_price(request: web.Request) -> web.Response:
+    """Add or change one model's prices per million tokens."""
+    price, errors = limits.validate_price(await request.post())
+    if price is None:
+        return await page(request, status=400, business_errors=errors,
+                          notice="The price was not saved: please correct the fields marked below.")
+    await request.app[REPOS].usage.set_price(price, updated_by=principal_of(request).username)
+    await request.app[COSTS].refresh()
+    await request.app[REPOS].audit.record("price_saved", detail=price.model, **audit_fields(request))
+    raise web.HTTPSeeOther("/settings?done=price_saved#limits")
 
 
 @routes.get("/settings")
