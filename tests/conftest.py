@@ -1,7 +1,15 @@
-"""Shared fixtures: the fakes on loopback, a Config pointing at them, and the real app under test."""
+"""Shared fixtures: the fakes on loopback, a Config pointing at them, and the real app under test.
+
+The suite runs on SQLite (the default) or, with BOT_TEST_DATABASE_URL=postgresql://…, on PostgreSQL:
+every data directory a test uses then gets a schema of its own (tests/backend.py). Tests that can
+only run on SQLite carry `@pytest.mark.sqlite_only("why")` and are skipped, with that reason, on
+PostgreSQL. When the server cannot be reached, the whole PostgreSQL run is skipped, saying so.
+"""
 
 from __future__ import annotations
 
+import asyncio
+import os
 import re
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
 from pathlib import Path
@@ -13,6 +21,8 @@ from aiohttp.test_utils import TestClient
 
 from bot.app import build_app
 from bot.config import Config
+from bot.persistence.postgres import redact_url
+from tests import backend
 from tests.fakes.graph_server import FakeGraph
 from tests.fakes.meta import sign
 from tests.fakes.openai_server import FakeOpenAI
@@ -24,6 +34,69 @@ API_TOKEN = "test-api-token"
 PHONE_NUMBER_ID = "100000000000001"
 
 ClientFactory = Callable[..., Awaitable[TestClient]]
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    """Connect to the PostgreSQL of BOT_TEST_DATABASE_URL, if set (once per worker process)."""
+    config.addinivalue_line("markers", "sqlite_only(reason): the test needs the SQLite backend (skipped on "
+                                       "PostgreSQL with the reason)")
+    url = os.environ.get(backend.ENV, "").strip()
+    config.stash[_POSTGRES_DOWN] = None
+    if not url:
+        return
+    problem = asyncio.run(backend.probe(url))
+    if problem is not None:
+        config.stash[_POSTGRES_DOWN] = f"PostgreSQL at {redact_url(url)} is unreachable ({problem}): " \
+                                       "the PostgreSQL half of the suite is skipped"
+        return
+    schemas = backend.PostgresSchemas(url)
+    schemas.prepare()
+    backend.install(schemas)
+
+
+def pytest_unconfigure(config: pytest.Config) -> None:
+    """Close the admin connection."""
+    schemas = backend.postgres()
+    if schemas is not None:
+        backend.install(None)
+        schemas.close()
+
+
+def pytest_report_header(config: pytest.Config) -> str:
+    """Say which backend this run tests."""
+    down = config.stash.get(_POSTGRES_DOWN, None)
+    if down:
+        return f"database: {down}"
+    schemas = backend.postgres()
+    return f"database: PostgreSQL ({redact_url(schemas.url)})" if schemas else "database: SQLite"
+
+
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    """On PostgreSQL, skip the SQLite-only tests (or everything, when the server is unreachable)."""
+    down = config.stash.get(_POSTGRES_DOWN, None)
+    if down:
+        for item in items:
+            item.add_marker(pytest.mark.skip(reason=down))
+        return
+    if backend.postgres() is None:
+        return
+    for item in items:
+        marker = item.get_closest_marker("sqlite_only")
+        if marker is not None:
+            why = marker.args[0] if marker.args else "it needs SQLite"
+            item.add_marker(pytest.mark.skip(reason=f"SQLite only: {why}"))
+
+
+@pytest.fixture(autouse=True)
+def _test_databases() -> Iterator[None]:
+    """Drop the PostgreSQL schemas a test made, once everything of it has closed (autouse: torn down last)."""
+    yield
+    schemas = backend.postgres()
+    if schemas is not None:
+        schemas.drop_all()
+
+
+_POSTGRES_DOWN = pytest.StashKey[str | None]()
 
 
 @pytest.fixture
@@ -41,9 +114,10 @@ async def fake_graph() -> AsyncIterator[FakeGraph]:
 
 
 def make_config(tmp_path: Path, fake_openai: FakeOpenAI, fake_graph: FakeGraph, **overrides: Any) -> Config:
-    """A Config for tests: real SQLite under tmp_path, fakes for OpenAI and Meta, fast retries."""
+    """A Config for tests: the test database (SQLite under tmp_path, or PostgreSQL), fakes, fast retries."""
     base = Config(
         data_dir=tmp_path / "data",
+        database=backend.database_for(tmp_path / "data"),
         openai_api_key="sk-test",
         openai_base_url=fake_openai.base_url,
         whatsapp_access_token=WA_TOKEN,
@@ -61,6 +135,8 @@ def make_config(tmp_path: Path, fake_openai: FakeOpenAI, fake_graph: FakeGraph, 
         api_token=API_TOKEN,
         admin_password="test-admin-password",
     )
+    if "data_dir" in overrides and "database" not in overrides:
+        overrides["database"] = backend.database_for(Path(overrides["data_dir"]))
     return base.with_overrides(**overrides)
 
 

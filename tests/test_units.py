@@ -139,6 +139,7 @@ def test_config_from_env_and_cli() -> None:
         Config.from_env({"BOT_REACTION": "maybe"})
 
 
+@pytest.mark.sqlite_only("file modes and WAL are the SQLite file's (tests/test_postgres.py covers migrations there)")
 async def test_database_is_private_and_migrated(tmp_path: Path) -> None:
     db = Database.create(tmp_path / "nested" / "data" / "bot.db")
     await db.open()

@@ -99,7 +99,7 @@ async def list_conversations(request: web.Request) -> web.Response:
     rows = await request.app[REPOS].db.fetch(
         "SELECT c.*, k.name AS contact_name FROM conversations c LEFT JOIN contacts k "
         "ON k.phone_number_id = c.phone_number_id AND k.customer_id = c.customer_id "
-        f"{where} ORDER BY c.needs_human DESC, c.last_activity_at DESC LIMIT ${n + 1} OFFSET ${n + 2}",
+        f"{where} ORDER BY c.needs_human DESC, c.last_activity_at DESC NULLS LAST LIMIT ${n + 1} OFFSET ${n + 2}",
         *params, limit, offset,
     )
     now = time.time()

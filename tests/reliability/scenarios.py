@@ -17,6 +17,7 @@ from pathlib import Path
 from typing import Any
 
 import aiohttp
+import asyncpg
 from aiohttp import web
 
 from bot.config import Config
@@ -33,6 +34,7 @@ from tests.reliability.harness import (
     Outcome,
     RunPy,
     ScenarioResult,
+    StatementFaults,
     analyse,
     clean,
     customers,
@@ -392,6 +394,28 @@ class ExclusiveLock:
             self._conn.close()
 
 
+class TablesLocked:
+    """PostgreSQL: another session holds EXCLUSIVE locks on the tables that take writes (reads go on)."""
+
+    TABLES = "inbox, outbox, conversations, contacts, commands, errors, orphan_statuses"
+
+    def __init__(self, url: str) -> None:
+        self._url = url
+        self._conn: asyncpg.Connection | None = None
+
+    async def __aenter__(self) -> TablesLocked:
+        self._conn = await asyncpg.connect(self._url)
+        await self._conn.execute(f"BEGIN; LOCK TABLE {self.TABLES} IN EXCLUSIVE MODE")
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        assert self._conn is not None
+        try:
+            await self._conn.execute("ROLLBACK")
+        finally:
+            await self._conn.close()
+
+
 async def _full_disk_phase(srv: InProcess, http: aiohttp.ClientSession, oai: FakeOpenAI, scale: int,
                            ledger: Ledger) -> tuple[bool, str]:
     """Turns are with the model, and more messages come in, while no page can be added (SQLITE_FULL)."""
@@ -405,21 +429,34 @@ async def _full_disk_phase(srv: InProcess, http: aiohttp.ClientSession, oai: Fak
     await meta.deliver(first, concurrency=4)
     await asyncio.sleep(0.1)  # their turns are waiting for the model now, and will commit into a full disk
     db = srv.repos.db
-    assert isinstance(db, SQLiteDatabase), "a full disk is simulated with SQLite's max_page_count"
-    pages = int(await db.fetchval("PRAGMA page_count") or 0)
-    await db.pragma(f"max_page_count = {pages}")
+    faults = StatementFaults()
+    if isinstance(db, SQLiteDatabase):
+        pages = int(await db.fetchval("PRAGMA page_count") or 0)
+        await db.pragma(f"max_page_count = {pages}")
+        what = "SQLITE_FULL for 1.5 s"
+    else:
+        # PostgreSQL: every write statement fails with the server's own disk_full (53100) meanwhile.
+        await faults.install(srv.repos)
+        for verb in ("insert", "update", "delete"):
+            faults.fail(verb, times=1_000_000)
+        what = "disk_full (53100) for 1.5 s"
     try:
         await meta.deliver(then, concurrency=2, gap=1.0 / len(then))
         await asyncio.sleep(0.5)
     finally:
-        await db.pragma("max_page_count = 1073741823")
+        if isinstance(db, SQLiteDatabase):
+            await db.pragma("max_page_count = 1073741823")
+        else:
+            await asyncio.to_thread(faults.clear)
     oai.latency = 0.0
-    return await meta.deliver_until_acked([*first, *then], within=30), "SQLITE_FULL for 1.5 s"
+    return await meta.deliver_until_acked([*first, *then], within=30), what
 
 
 async def _locked_phase(srv: InProcess, http: aiohttp.ClientSession, oai: FakeOpenAI, scale: int,
                         ledger: Ledger) -> tuple[bool, str]:
-    """Turns are with the model when another process takes the write lock for longer than busy_timeout (5 s)."""
+    """Turns are with the model when another process takes the write lock for longer than busy_timeout (5 s).
+
+    On PostgreSQL: another session locks the tables for longer than the writer's lock_timeout (5 s)."""
     rng = random.Random(701)
     people = customers(8, prefix="39344")
     first = [ledger.new(rng.choice(people)) for _ in range(10 * scale)]
@@ -428,7 +465,9 @@ async def _locked_phase(srv: InProcess, http: aiohttp.ClientSession, oai: FakeOp
     oai.latency = (0.5, 1.0)
     await meta.deliver(first, concurrency=4)
     await asyncio.sleep(0.15)  # their turns are waiting for the model now
-    async with ExclusiveLock(srv.repos.db.path):
+    db = srv.repos.db
+    lock = ExclusiveLock(db.path) if isinstance(db, SQLiteDatabase) else TablesLocked(db.url)  # type: ignore[attr-defined]
+    async with lock:
         # These wait the 5 s busy_timeout: the first gets a 503, the rest get through once the lock goes.
         burst = asyncio.create_task(meta.deliver(then, concurrency=4, gap=0.05))
         await asyncio.sleep(5.5)

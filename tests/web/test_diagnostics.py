@@ -11,7 +11,7 @@ from tests.conftest import API_TOKEN, ClientFactory, post_webhook
 from tests.fakes.graph_server import FakeGraph, GraphFailure
 from tests.fakes.meta import text_message
 from tests.fakes.openai_server import FakeOpenAI
-from tests.helpers import repos_of, wait_handled, wait_until
+from tests.helpers import repos_of, wait_conversation, wait_handled, wait_until
 from tests.web.helpers import admin, another_browser, post_form, sign_in
 
 BEARER = {"Authorization": f"Bearer {API_TOKEN}"}
@@ -50,6 +50,7 @@ async def test_counts_after_known_traffic(client: TestClient, fake_graph: FakeGr
 
     resp = await client.post(f"/api/conversations/{ANNA}/pause", headers=BEARER)
     assert resp.status == 200
+    await wait_conversation(client, lambda c: c.paused, "the pause", ANNA)  # the actor applies it
     d = await (await client.get("/api/diagnostics", headers=BEARER)).json()
     assert d["sessions"]["paused"] == 1
 

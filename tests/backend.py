@@ -1,0 +1,252 @@
+"""Which database the tests run on: SQLite files under tmp_path, or (BOT_TEST_DATABASE_URL) PostgreSQL.
+
+With `BOT_TEST_DATABASE_URL=postgresql://…` every data directory a test uses gets a schema of its
+own on that server, created on first use and dropped when the test ends. The app finds it through
+`search_path` in the URL it is given, so `run.py` child processes use it too. Schemas are named
+after the worker process (`bt_<pid>_<n>`), so parallel workers, and parallel runs on one machine,
+never meet; a run that was killed leaves schemas whose pid is gone, and the next run drops them.
+
+The schemas are made synchronously, because `make_config` and `Config(...)` are plain functions:
+one admin connection lives on an event loop in a thread of its own.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import itertools
+import os
+import sqlite3
+import threading
+import urllib.parse
+from collections.abc import Awaitable, Callable
+from pathlib import Path
+from typing import Any, TypeVar
+
+import asyncpg
+
+from bot.config import Config
+
+ENV = "BOT_TEST_DATABASE_URL"
+T = TypeVar("T")
+
+
+def _with_search_path(url: str, schema: str) -> str:
+    parts = urllib.parse.urlsplit(url)
+    query = [(k, v) for k, v in urllib.parse.parse_qsl(parts.query) if k != "search_path"]
+    query.append(("search_path", schema))
+    return urllib.parse.urlunsplit(parts._replace(query=urllib.parse.urlencode(query)))
+
+
+class _Admin:
+    """One admin connection on a private event loop, usable from sync code and from any test's loop."""
+
+    def __init__(self, url: str) -> None:
+        self.url = url
+        self._loop = asyncio.new_event_loop()
+        self._thread = threading.Thread(target=self._loop.run_forever, name="pg-test-admin", daemon=True)
+        self._thread.start()
+        self._conn: asyncpg.Connection | None = None
+
+    def call(self, fn: Callable[[asyncpg.Connection], Awaitable[T]]) -> T:
+        async def run() -> T:
+            if self._conn is None or self._conn.is_closed():
+                self._conn = await asyncpg.connect(self.url, timeout=5)
+            return await fn(self._conn)
+
+        return asyncio.run_coroutine_threadsafe(run(), self._loop).result(timeout=60)
+
+    def close(self) -> None:
+        async def shut() -> None:
+            if self._conn is not None:
+                await self._conn.close()
+
+        asyncio.run_coroutine_threadsafe(shut(), self._loop).result(timeout=10)
+        self._loop.call_soon_threadsafe(self._loop.stop)
+        self._thread.join(10)
+        self._loop.close()
+
+
+class PostgresSchemas:
+    """Hands out one fresh schema per data directory of the running test, and drops them after it."""
+
+    def __init__(self, url: str) -> None:
+        self.url = url
+        self._admin = _Admin(url)
+        self._count = 0
+        self._current: dict[str, str] = {}  # data dir → schema, for the running test
+
+    def prepare(self) -> None:
+        """Install unaccent once (in public, so dropping a test's schema never drops it) and sweep old schemas."""
+
+        async def run(conn: asyncpg.Connection) -> None:
+            async with conn.transaction():
+                # Two workers creating the extension at once would collide on pg_extension's unique index.
+                await conn.execute("SELECT pg_advisory_xact_lock(6451574, 1)")
+                await conn.execute("CREATE EXTENSION IF NOT EXISTS unaccent SCHEMA public")
+            names = [r[0] for r in await conn.fetch("SELECT nspname FROM pg_namespace WHERE nspname LIKE 'bt\\_%'")]
+            for name in names:
+                pid = name.split("_")[1]
+                if pid.isdigit() and not _alive(int(pid)):
+                    await conn.execute(f'DROP SCHEMA IF EXISTS "{name}" CASCADE')
+
+        self._admin.call(run)
+
+    def url_for(self, data_dir: Path) -> str:
+        """The URL of this data directory's schema (made now on first use)."""
+        key = str(data_dir.resolve())
+        schema = self._current.get(key)
+        if schema is None:
+            self._count += 1
+            schema = f"bt_{os.getpid()}_{self._count}"
+
+            async def create(conn: asyncpg.Connection) -> None:
+                await conn.execute(f'CREATE SCHEMA "{schema}"')
+
+            self._admin.call(create)
+            self._current[key] = schema
+        return _with_search_path(self.url, schema)
+
+    def fresh_url(self) -> str:
+        """A schema of its own that no data directory names (for tests of the database itself)."""
+        self._count += 1
+        return self.url_for(Path(f"/nonexistent/fresh-{os.getpid()}-{self._count}"))
+
+    def drop_all(self) -> None:
+        """Drop the running test's schemas (connections still open to them do not stop it)."""
+        names, self._current = list(self._current.values()), {}
+        if not names:
+            return
+
+        async def drop(conn: asyncpg.Connection) -> None:
+            for name in names:
+                await conn.execute(f'DROP SCHEMA IF EXISTS "{name}" CASCADE')
+
+        self._admin.call(drop)
+
+    def query(self, url: str, sql: str, *args: Any) -> list[dict[str, Any]]:
+        """Run a statement on a test schema from sync code (what `sqlite3.connect` is for the SQLite half)."""
+        schema = urllib.parse.parse_qs(urllib.parse.urlsplit(url).query)["search_path"][0]
+
+        async def run(conn: asyncpg.Connection) -> list[dict[str, Any]]:
+            async with conn.transaction():
+                await conn.execute(f'SET LOCAL search_path TO "{schema}"')
+                return [dict(r) for r in await conn.fetch(sql, *args)]
+
+        return self._admin.call(run)
+
+    def dump(self, url: str) -> str:
+        """Every row of every table of a test schema, as text."""
+        schema = urllib.parse.parse_qs(urllib.parse.urlsplit(url).query)["search_path"][0]
+
+        async def run(conn: asyncpg.Connection) -> str:
+            tables = [r[0] for r in await conn.fetch("SELECT tablename FROM pg_tables WHERE schemaname = $1", schema)]
+            lines = []
+            for table in tables:
+                lines += [r[0] for r in await conn.fetch(f'SELECT CAST(t AS TEXT) FROM "{schema}"."{table}" t')]
+            return "\n".join(lines)
+
+        return self._admin.call(run)
+
+    def close(self) -> None:
+        """Close the admin connection."""
+        self._admin.close()
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
+async def probe(url: str) -> str | None:
+    """None when the server answers, else why not."""
+    try:
+        conn = await asyncpg.connect(url, timeout=3)
+    except Exception as exc:  # refused, unknown host, auth, no such database …
+        return f"{type(exc).__name__}: {exc}"
+    await conn.close()
+    return None
+
+
+_schemas: PostgresSchemas | None = None
+
+
+def install(schemas: PostgresSchemas | None) -> None:
+    """Set (or clear) the PostgreSQL schemas of this test process (conftest does it once per session)."""
+    global _schemas
+    _schemas = schemas
+
+
+def postgres() -> PostgresSchemas | None:
+    """The PostgreSQL schemas when the suite runs on PostgreSQL, else None."""
+    return _schemas
+
+
+def database_for(data_dir: Path) -> str:
+    """What `Config.database` should be for a data directory: "" (SQLite in it) or its PostgreSQL schema."""
+    return "" if _schemas is None else _schemas.url_for(data_dir)
+
+
+def database_url_for(data_dir: Path) -> str:
+    """What `Database.create` should open for a data directory: its SQLite file or its PostgreSQL schema."""
+    return database_for(data_dir) or str(data_dir / "bot.db")
+
+
+def fresh_database_url(tmp_path: Path) -> str:
+    """A database nobody else uses: a new SQLite file under tmp_path, or a new PostgreSQL schema."""
+    if _schemas is not None:
+        return _schemas.fresh_url()
+    return str(tmp_path / f"fresh-{next(_fresh)}.db")
+
+
+_fresh = itertools.count(1)
+
+
+def config_for(data_dir: Path, **fields: Any) -> Config:
+    """`Config(data_dir=…)` on the test database of that data directory."""
+    return Config(data_dir=data_dir, database=database_for(data_dir), **fields)
+
+
+def env_for(data_dir: Path, env: dict[str, str] | None = None) -> dict[str, str]:
+    """A child `run.py`'s environment (default: this one's), with BOT_DATABASE_URL for that data directory."""
+    out = dict(os.environ if env is None else env)
+    out.pop("BOT_DATABASE_URL", None)
+    url = database_for(data_dir)
+    if url:
+        out["BOT_DATABASE_URL"] = url
+    return out
+
+
+def on_sqlite() -> bool:
+    """True in the SQLite half of the suite."""
+    return _schemas is None
+
+
+def query(data_dir: Path, sql: str) -> list[dict[str, Any]]:
+    """Read a data directory's database from sync code, while its server may be running (rows as dicts)."""
+    if _schemas is not None:
+        return _schemas.query(_schemas.url_for(data_dir), sql)
+    conn = sqlite3.connect(data_dir / "bot.db", timeout=10)
+    try:
+        conn.row_factory = sqlite3.Row
+        return [dict(r) for r in conn.execute(sql).fetchall()]
+    finally:
+        conn.close()
+
+
+def has_database(data_dir: Path) -> bool:
+    """Whether anything created the data directory's database (its file, or tables in its schema)."""
+    if _schemas is None:
+        return (data_dir / "bot.db").exists()
+    return bool(query(data_dir, "SELECT 1 FROM pg_tables WHERE schemaname = current_schema()"))
+
+
+def stored_bytes(data_dir: Path) -> bytes:
+    """Everything the data directory's database holds: the SQLite files' bytes, or every PostgreSQL row as text."""
+    if _schemas is not None:
+        return _schemas.dump(_schemas.url_for(data_dir)).encode()
+    return b"".join(p.read_bytes() for p in data_dir.glob("bot.db*"))
