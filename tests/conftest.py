@@ -40,6 +40,8 @@ def pytest_configure(config: pytest.Config) -> None:
     """Connect to the PostgreSQL of BOT_TEST_DATABASE_URL, if set (once per worker process)."""
     config.addinivalue_line("markers", "sqlite_only(reason): the test needs the SQLite backend (skipped on "
                                        "PostgreSQL with the reason)")
+    config.addinivalue_line("markers", "no_database: the test never opens a database, so the PostgreSQL half "
+                                       "leaves it to the SQLite half (checked: asking for one fails the test)")
     url = os.environ.get(backend.ENV, "").strip()
     config.stash[_POSTGRES_DOWN] = None
     if not url:
@@ -80,6 +82,11 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
         return
     if backend.postgres() is None:
         return
+    # Nothing in these depends on the backend: they ran in the SQLite half.
+    kept = [item for item in items if item.get_closest_marker("no_database") is None]
+    if len(kept) < len(items):
+        config.hook.pytest_deselected(items=[item for item in items if item not in kept])
+        items[:] = kept
     for item in items:
         marker = item.get_closest_marker("sqlite_only")
         if marker is not None:
@@ -88,12 +95,20 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
 
 
 @pytest.fixture(autouse=True)
-def _test_databases() -> Iterator[None]:
-    """Drop the PostgreSQL schemas a test made, once everything of it has closed (autouse: torn down last)."""
+def _test_databases(request: pytest.FixtureRequest) -> Iterator[None]:
+    """Take back the PostgreSQL schemas a test used, once everything of it has closed (autouse: torn down last).
+
+    A test marked `no_database` that asked for a database fails: it would have been left out of the
+    PostgreSQL half.
+    """
+    backend.reset_used()
     yield
     schemas = backend.postgres()
     if schemas is not None:
-        schemas.drop_all()
+        schemas.release_all()
+    if backend.used() and request.node.get_closest_marker("no_database") is not None:
+        pytest.fail("marked no_database, but it asked for a database: remove the marker so that it runs on "
+                    "PostgreSQL too")
 
 
 _POSTGRES_DOWN = pytest.StashKey[str | None]()

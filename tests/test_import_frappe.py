@@ -12,7 +12,7 @@ import orjson
 from bot.commands.import_frappe import import_sessions
 from bot.config import Config
 from bot.persistence.database import Database
-from tests.backend import config_for, env_for, has_database, query
+from tests.backend import config_for, env_for, has_data, query
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -83,7 +83,7 @@ async def test_missing_threads_file_imports_nothing(tmp_path: Path) -> None:
     config = config_for(tmp_path / "data")
     report = await import_sessions(config, files, "100000000000001")
     assert "ai_whatsapp_threads.json: not found" in report.problems[0]
-    assert not has_database(config.data_dir)
+    assert not has_data(config.data_dir)
 
 
 def test_command_line(tmp_path: Path) -> None:

@@ -21,6 +21,9 @@ from bot.whatsapp.signature import expected_signature, signature_valid
 from bot.whatsapp.text import split_text
 from tests.fakes.meta import load_sample
 
+# Nothing here opens a database: the PostgreSQL half of the suite leaves these to the SQLite half.
+pytestmark = pytest.mark.no_database
+
 
 @pytest.mark.parametrize(
     "text",
