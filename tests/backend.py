@@ -337,3 +337,10 @@ def stored_bytes(data_dir: Path) -> bytes:
     if _schemas is not None:
         return _schemas.dump(_schemas.url_for(data_dir)).encode()
     return b"".join(p.read_bytes() for p in data_dir.glob("bot.db*"))
+
+
+def proxied_url(url: str, port: int) -> str:
+    """The same PostgreSQL URL through a proxy on 127.0.0.1:port (tests/fakes/tcp_proxy.py)."""
+    parts = urllib.parse.urlsplit(url)
+    user = f"{parts.username}@" if parts.username else ""
+    return urllib.parse.urlunsplit(parts._replace(netloc=f"{user}127.0.0.1:{port}"))

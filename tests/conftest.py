@@ -40,6 +40,7 @@ def pytest_configure(config: pytest.Config) -> None:
     """Connect to the PostgreSQL of BOT_TEST_DATABASE_URL, if set (once per worker process)."""
     config.addinivalue_line("markers", "sqlite_only(reason): the test needs the SQLite backend (skipped on "
                                        "PostgreSQL with the reason)")
+    config.addinivalue_line("markers", "postgres_only: the test is about the PostgreSQL backend (skipped on SQLite)")
     config.addinivalue_line("markers", "no_database: the test never opens a database, so the PostgreSQL half "
                                        "leaves it to the SQLite half (checked: asking for one fails the test)")
     url = os.environ.get(backend.ENV, "").strip()
@@ -73,6 +74,13 @@ def pytest_report_header(config: pytest.Config) -> str:
     return f"database: PostgreSQL ({redact_url(schemas.url)})" if schemas else "database: SQLite"
 
 
+def pytest_terminal_summary(terminalreporter: Any, exitstatus: int, config: pytest.Config) -> None:
+    """Say it loudly when the PostgreSQL half could not run."""
+    down = config.stash.get(_POSTGRES_DOWN, None)
+    if down:
+        terminalreporter.write_sep("!", down, yellow=True)
+
+
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
     """On PostgreSQL, skip the SQLite-only tests (or everything, when the server is unreachable)."""
     down = config.stash.get(_POSTGRES_DOWN, None)
@@ -81,6 +89,10 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
             item.add_marker(pytest.mark.skip(reason=down))
         return
     if backend.postgres() is None:
+        for item in items:
+            if item.get_closest_marker("postgres_only") is not None:
+                item.add_marker(pytest.mark.skip(reason=f"PostgreSQL only: set {backend.ENV}=postgresql://… "
+                                                        "(make test does)"))
         return
     # Nothing in these depends on the backend: they ran in the SQLite half.
     kept = [item for item in items if item.get_closest_marker("no_database") is None]

@@ -141,10 +141,16 @@ class PostgresDatabase(Database):
         return redact_url(self.url)
 
     # -- lifecycle -----------------------------------------------------------------------------
+    def _settings(self, role: str) -> dict[str, str]:
+        """Session settings, unless the URL sets them itself (`?lock_timeout=…&application_name=…`)."""
+        given = urllib.parse.parse_qs(urllib.parse.urlsplit(self.url).query)
+        settings = {"lock_timeout": str(LOCK_TIMEOUT_MS), "application_name": f"bot {role}"}
+        return {k: v for k, v in settings.items() if k not in given}
+
     async def _connect(self) -> asyncpg.Connection:
         try:
             conn: asyncpg.Connection = await asyncpg.connect(
-                self.url, timeout=CONNECT_TIMEOUT_SECONDS, server_settings={"lock_timeout": str(LOCK_TIMEOUT_MS)})
+                self.url, timeout=CONNECT_TIMEOUT_SECONDS, server_settings=self._settings("writer"))
         except Exception as exc:
             if _is_unavailable(exc) or isinstance(exc, asyncpg.PostgresError):
                 raise DatabaseUnavailable(f"cannot connect to PostgreSQL at {self.description}: "
@@ -163,7 +169,7 @@ class PostgresDatabase(Database):
             try:
                 self._pool = await asyncpg.create_pool(
                     self.url, min_size=1, max_size=self._pool_size, timeout=CONNECT_TIMEOUT_SECONDS,
-                    server_settings={"lock_timeout": str(LOCK_TIMEOUT_MS)})
+                    server_settings=self._settings("reader"))
             except Exception as exc:
                 raise _translate(exc) from exc
         except BaseException:

@@ -373,6 +373,18 @@ class _SQLiteTx(Tx):
         await self._call(lambda: conn.executemany(_sql(sql), rows))
 
     async def run(self, unit: Sequence[Stmt]) -> list[Any]:
-        """A whole unit in one hop."""
+        """A whole unit in one hop, in a savepoint: if it fails, it is undone and the transaction goes on."""
         conn = self._db._writer_conn
-        return await self._call(lambda: [_run_stmt(conn, stmt) for stmt in unit])
+
+        def in_savepoint() -> list[Any]:
+            conn.execute("SAVEPOINT unit")
+            try:
+                results = [_run_stmt(conn, stmt) for stmt in unit]
+            except BaseException:
+                conn.execute("ROLLBACK TO unit")
+                conn.execute("RELEASE unit")
+                raise
+            conn.execute("RELEASE unit")
+            return results
+
+        return await self._call(in_savepoint)
