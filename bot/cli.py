@@ -17,6 +17,7 @@ from bot.app import build_app
 from bot.commands import COMMANDS
 from bot.config import Config, ConfigError
 from bot.logs import configure_logging
+from bot.persistence.database import DatabaseUnavailable
 from bot.tools import ToolConfigError
 
 log = structlog.get_logger("bot")
@@ -119,4 +120,7 @@ def main(argv: Sequence[str]) -> int:
         # e.g. two tools with one name: the message names both modules.
         print(f"tool configuration error: {exc}", file=sys.stderr)
         return 2
+    except DatabaseUnavailable as exc:  # e.g. PostgreSQL not running, or a wrong BOT_DATABASE_URL
+        print(f"the database cannot be opened: {exc}", file=sys.stderr)
+        return 1
     return 0

@@ -12,6 +12,8 @@ from pathlib import Path
 
 import pytest
 
+from bot.commands import migrate
+from bot.config import Config
 from bot.persistence import Repositories
 from bot.persistence.crm import ProductInput
 from bot.persistence.database import Conflict, Database, IntegrityError, Stmt, row_to
@@ -190,3 +192,20 @@ async def test_full_text_search_ignores_accents_and_matches_prefixes(db: Databas
     assert await repos.knowledge.search('"motocicletta"', 5) == []
     await repos.knowledge.set_pages([])
     assert await repos.knowledge.page_count() == 0
+
+
+async def test_the_migrate_command_applies_once_then_finds_nothing(tmp_path: Path,
+                                                                  capsys: pytest.CaptureFixture[str]) -> None:
+    config = Config(data_dir=tmp_path / "data", database=fresh_database_url(tmp_path))
+    assert await migrate.run(config, []) == 0
+    out = capsys.readouterr().out
+    assert "applied 5 migration(s)" in out and "0001_core" in out and "0005_templates" in out
+    assert "schema version 5" in out
+    assert await migrate.run(config, []) == 0
+    assert "is up to date: nothing to apply" in capsys.readouterr().out
+    db = Database.create(config.database_url)
+    await db.open(migrate=False)
+    try:
+        assert await db.fetchval("SELECT COUNT(*) FROM schema_migrations") == 5
+    finally:
+        await db.close()

@@ -7,7 +7,9 @@ that `python run.py --help` shows.
 from __future__ import annotations
 
 COMMANDS: dict[str, str] = {
+    "migrate": "bot.commands.migrate",
     "import-products": "bot.commands.import_products",
     "add-user": "bot.commands.add_user",
     "import-frappe-sessions": "bot.commands.import_frappe",
+    "copy-sqlite-to-postgres": "bot.commands.copy_sqlite_to_postgres",
 }
