@@ -209,3 +209,19 @@ async def test_the_migrate_command_applies_once_then_finds_nothing(tmp_path: Pat
         assert await db.fetchval("SELECT COUNT(*) FROM schema_migrations") == 5
     finally:
         await db.close()
+
+
+async def test_contact_search_takes_wildcards_and_backslashes_literally(db: Database) -> None:
+    repos = Repositories.on(db)
+    for i, name in enumerate(["Sconto 50%", "Sconto 500", "anna_b", "annaxb", "back\\slash", "BACKSLASH"]):
+        contact = await repos.contacts.ensure("b", f"c{i}", wa_id=f"39333000000{i}")
+        await repos.contacts.update(contact.id, source="operator", name=name)
+
+    async def names(query: str) -> list[str]:
+        return sorted(c.name or "" for c in await repos.contacts.page(query=query))
+
+    assert await names("50%") == ["Sconto 50%"]
+    assert await names("a_b") == ["anna_b"]
+    assert await names("k\\s") == ["back\\slash"]
+    assert await names("SCONTO") == ["Sconto 50%", "Sconto 500"]  # case-insensitive on both backends
+    assert await names("0000003") == ["annaxb"]  # by number

@@ -10,7 +10,18 @@ from dataclasses import dataclass
 from typing import Any, Literal
 
 from bot.domain.conversation import ConversationKey
-from bot.persistence.database import MAX_QUERY_WORDS, TS_CONFIG, Database, Record, Stmt, Tx, marks, row_to, ts_query
+from bot.persistence.database import (
+    MAX_QUERY_WORDS,
+    TS_CONFIG,
+    Database,
+    Record,
+    Stmt,
+    Tx,
+    like_contains,
+    marks,
+    row_to,
+    ts_query,
+)
 
 NameSource = Literal["whatsapp", "operator", "tool"]
 MAX_QUANTITY = 1000
@@ -185,9 +196,9 @@ class ContactRepo:
         """Contacts, most recently updated first, optionally filtered by name, email, company or number."""
         where, params = "", []
         if query.strip():
-            like = f"%{query.strip().lower().replace('%', '').replace('_', '')}%"
-            where = ("WHERE lower(name) LIKE $1 OR lower(email) LIKE $1 OR lower(company) LIKE $1 "
-                     "OR wa_id LIKE $1")
+            like = like_contains(query.strip().lower())
+            where = ("WHERE lower(name) LIKE $1 ESCAPE '\\' OR lower(email) LIKE $1 ESCAPE '\\' "
+                     "OR lower(company) LIKE $1 ESCAPE '\\' OR wa_id LIKE $1 ESCAPE '\\'")
             params = [like]
         n = len(params)
         rows = await self.db.fetch(

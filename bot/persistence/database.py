@@ -91,6 +91,16 @@ def marks(count: int, start: int = 1) -> str:
     return ", ".join(f"${i}" for i in range(start, start + count))
 
 
+def like_contains(text: str) -> str:
+    """A LIKE pattern for "contains `text`", its wildcards escaped; use it with `LIKE $n ESCAPE '\\'`.
+
+    The ESCAPE clause makes both dialects agree: PostgreSQL escapes with a backslash by default,
+    SQLite has no escape character unless told.
+    """
+    escaped = text.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_")
+    return f"%{escaped}%"
+
+
 _PLACEHOLDER = re.compile(r"\$(\d+)")
 # What PostgreSQL's default text search parser and SQLite's unicode61 both take for one word:
 # letters and digits (an underscore separates, as punctuation does).

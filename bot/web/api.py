@@ -12,6 +12,7 @@ from aiohttp import web
 from bot.actors.media import MAX_MEDIA_BYTES
 from bot.actors.takeover import WindowClosed
 from bot.persistence.conversations import Conversation
+from bot.persistence.database import like_contains
 from bot.web.keys import REPOS, SENDER, TAKEOVER, USER
 from bot.whatsapp.client import GraphError
 from bot.whatsapp.text import MAX_TEXT
@@ -91,9 +92,9 @@ async def list_conversations(request: web.Request) -> web.Response:
     where, params = "", []
     if query:
         # LIKE with bound parameters: the search text can never become SQL.
-        like = f"%{query.lower().replace('%', '').replace('_', '')}%"
-        where = ("WHERE lower(c.profile_name) LIKE $1 OR lower(k.name) LIKE $1 OR c.wa_id LIKE $1 "
-                 "OR lower(c.customer_id) LIKE $1")
+        like = like_contains(query.lower())
+        where = ("WHERE lower(c.profile_name) LIKE $1 ESCAPE '\\' OR lower(k.name) LIKE $1 ESCAPE '\\' "
+                 "OR c.wa_id LIKE $1 ESCAPE '\\' OR lower(c.customer_id) LIKE $1 ESCAPE '\\'")
         params = [like]
     n = len(params)
     rows = await request.app[REPOS].db.fetch(
