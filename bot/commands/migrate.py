@@ -34,8 +34,8 @@ async def run(config: Config, argv: list[str]) -> int:
         return 1
     try:
         applied = await db.migrate()
-    except DatabaseUnavailable as exc:
-        print(f"the migrations could not be applied (nothing was changed): {exc}", file=sys.stderr)
+    except Exception as exc:  # e.g. no permission to create the unaccent extension: say what, not a traceback
+        print(f"the migrations could not be applied: {type(exc).__name__}: {exc}", file=sys.stderr)
         return 1
     finally:
         await db.close()

@@ -3,8 +3,9 @@
 The same three ways in as SQLite (see database.py), mapped onto a server:
 - reads go to a connection pool, never behind the writer;
 - `write(unit)` goes to ONE writer connection that group-commits every waiting unit in one
-  transaction, each unit in its own savepoint. One commit (one WAL flush) is shared by many units,
-  and a unit that fails is rolled back to its savepoint alone;
+  transaction, each unit in its own savepoint (taken only when a unit of the group fails, see
+  `_run_group`). One commit (one WAL flush) is shared by many units, and a unit that fails is rolled
+  back alone;
 - `transaction()` runs on a pool connection beside the writer. What makes it exclusive is a
   transaction-scoped advisory lock, taken first: two `transaction()` blocks, in this process or
   another, never interleave their read-modify-write (two clicks on one order link confirm once).
@@ -48,6 +49,9 @@ log = structlog.get_logger("bot.db")
 # SQLite's busy_timeout.
 LOCK_TIMEOUT_MS = 5000
 CONNECT_TIMEOUT_SECONDS = 5.0
+# A statement that has not answered in this long is given up on (a network that drops packets
+# silently would otherwise hold the writer, and every webhook behind it, until TCP gives up).
+COMMAND_TIMEOUT_SECONDS = 30.0
 POOL_SIZE = 10
 # pg_advisory_xact_lock(classid, objid): the first key says "bot", the second what is locked, both
 # per schema (hashtext(current_schema())) so two installations in one database never wait on each other.
@@ -161,7 +165,8 @@ class PostgresDatabase(Database):
     async def _connect(self) -> asyncpg.Connection:
         try:
             conn: asyncpg.Connection = await asyncpg.connect(
-                self.url, timeout=CONNECT_TIMEOUT_SECONDS, server_settings=self._settings("writer"))
+                self.url, timeout=CONNECT_TIMEOUT_SECONDS, command_timeout=COMMAND_TIMEOUT_SECONDS,
+                server_settings=self._settings("writer"))
         except Exception as exc:
             if _is_unavailable(exc) or isinstance(exc, asyncpg.PostgresError):
                 raise DatabaseUnavailable(f"cannot connect to PostgreSQL at {self.description}: "
@@ -180,7 +185,7 @@ class PostgresDatabase(Database):
             try:
                 self._pool = await asyncpg.create_pool(
                     self.url, min_size=1, max_size=self._pool_size, timeout=CONNECT_TIMEOUT_SECONDS,
-                    server_settings=self._settings("reader"))
+                    command_timeout=COMMAND_TIMEOUT_SECONDS, server_settings=self._settings("reader"))
             except Exception as exc:
                 raise _translate(exc) from exc
         except BaseException:
@@ -210,7 +215,8 @@ class PostgresDatabase(Database):
         Several processes may start at once: each takes the same advisory lock first, so one applies
         the migrations and the others, once it has committed, find nothing left to do.
         """
-        conn = self._wconn if self._wconn is not None else await self._connect()
+        # At open, before the writer runs, on its connection; later (run.py migrate) on one of its own.
+        conn = self._wconn if self._wconn is not None and not self._writer.running else await self._connect()
         applied: list[int] = []
         try:
             async with conn.transaction():

@@ -53,6 +53,11 @@ class GroupWriter:
         """No unit is waiting."""
         return not self._urgent and not self._normal
 
+    @property
+    def running(self) -> bool:
+        """The loop is started (and not stopped)."""
+        return self._task is not None
+
     def start(self) -> None:
         """Start the loop (the database is open)."""
         self._closing = False
