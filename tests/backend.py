@@ -3,7 +3,7 @@
 With `BOT_TEST_DATABASE_URL=postgresql://…` every data directory a test uses gets a schema of its
 own on that server, created on first use and dropped when the test ends. The app finds it through
 `search_path` in the URL it is given, so `run.py` child processes use it too. Schemas are named
-after the worker process (`bt_<pid>_<n>`), so parallel workers, and parallel runs on one machine,
+after the machine and the worker process (`bt_<host>_<pid>_<n>`), so parallel workers, and parallel runs,
 never meet; a run that was killed leaves schemas whose pid is gone, and the next run drops them.
 
 The schemas are made synchronously, because `make_config` and `Config(...)` are plain functions:
@@ -13,8 +13,11 @@ one admin connection lives on an event loop in a thread of its own.
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import hashlib
 import itertools
 import os
+import socket
 import sqlite3
 import threading
 import urllib.parse
@@ -92,18 +95,21 @@ class PostgresSchemas:
                 # Two workers creating the extension at once would collide on pg_extension's unique index.
                 await conn.execute("SELECT pg_advisory_xact_lock(6451574, 1)")
                 await conn.execute("CREATE EXTENSION IF NOT EXISTS unaccent SCHEMA public")
-            names = [r[0] for r in await conn.fetch("SELECT nspname FROM pg_namespace WHERE nspname LIKE 'bt\\_%'")]
+            names = [r[0] for r in await conn.fetch("SELECT nspname FROM pg_namespace WHERE nspname LIKE $1",
+                                                    f"bt\\_{_HOST}\\_%")]
             for name in names:
-                pid = name.split("_")[1]
+                pid = name.split("_")[2]
                 if pid.isdigit() and not _alive(int(pid)):
-                    await conn.execute(f'DROP SCHEMA IF EXISTS "{name}" CASCADE')
+                    # Other workers sweep at the same moment: one of them drops it, the others need not.
+                    with contextlib.suppress(asyncpg.PostgresError):
+                        await conn.execute(f'DROP SCHEMA IF EXISTS "{name}" CASCADE')
             await conn.execute("SET lock_timeout = '10s'")
 
         self._admin.call(run)
 
     def _new_schema(self, *, migrated: bool) -> str:
         self._count += 1
-        schema = f"bt_{os.getpid()}_{self._count}"
+        schema = f"bt_{_HOST}_{os.getpid()}_{self._count}"
 
         async def create(conn: asyncpg.Connection) -> None:
             await conn.execute(f'CREATE SCHEMA "{schema}"')
@@ -240,6 +246,9 @@ async def probe(url: str) -> str | None:
     return None
 
 
+# Schemas are named bt_<host>_<pid>_<n>: a run sweeps the schemas of dead processes of its own machine
+# only (a pid means nothing on another machine, or in another container, using the same server).
+_HOST = hashlib.sha1(socket.gethostname().encode()).hexdigest()[:6]
 _schemas: PostgresSchemas | None = None
 
 
