@@ -12,6 +12,11 @@ WORKERS ?= 3
 
 .PHONY: run test lint typecheck pytest pytest-sqlite pytest-postgres bench clean
 
+# Bytecode caches on, even where PYTHONDONTWRITEBYTECODE is set: without them every xdist worker and
+# every run.py the tests start compiles bot/ again, and pytest rewrites every test module's asserts
+# again (about 4 s of CPU per process).
+pytest pytest-sqlite pytest-postgres: export PYTHONDONTWRITEBYTECODE :=
+
 $(STAMP): pyproject.toml
 	$(PY) -m venv $(VENV)
 	$(BIN)/pip install --quiet --upgrade pip
