@@ -144,7 +144,6 @@ def make_config(tmp_path: Path, fake_openai: FakeOpenAI, fake_graph: FakeGraph, 
     """A Config for tests: the test database (SQLite under tmp_path, or PostgreSQL), fakes, fast retries."""
     base = Config(
         data_dir=tmp_path / "data",
-        database=backend.database_for(tmp_path / "data"),
         openai_api_key="sk-test",
         openai_base_url=fake_openai.base_url,
         whatsapp_access_token=WA_TOKEN,
@@ -162,8 +161,8 @@ def make_config(tmp_path: Path, fake_openai: FakeOpenAI, fake_graph: FakeGraph, 
         api_token=API_TOKEN,
         admin_password="test-admin-password",
     )
-    if "data_dir" in overrides and "database" not in overrides:
-        overrides["database"] = backend.database_for(Path(overrides["data_dir"]))
+    if "database" not in overrides:  # database="" asks for SQLite in the data dir, whatever the half
+        overrides["database"] = backend.database_for(Path(overrides.get("data_dir", tmp_path / "data")))
     return base.with_overrides(**overrides)
 
 

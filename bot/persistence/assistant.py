@@ -73,6 +73,18 @@ class AssistantSettingsRepo:
 
 
 _DOC_COLUMNS = [f.name for f in fields(KnowledgeDoc)]
+# Local search: FTS5's snippet() and bm25 on SQLite; on PostgreSQL the generated tsvector, ranked by
+# ts_rank, with ts_headline cutting the passage.
+_QUOTED = re.compile(r'"([^"]*)"')
+_FTS5_SEARCH_SQL = (
+    "SELECT page, snippet(kb_pages, 0, '', '', ' … ', 48) AS passage FROM kb_pages "
+    "WHERE kb_pages MATCH $1 ORDER BY bm25(kb_pages) LIMIT $2"
+)
+_PG_SEARCH_SQL = (
+    f"SELECT page, ts_headline('{TS_CONFIG}', text, q, 'StartSel=\"\", StopSel=\"\", MaxWords=48, MinWords=16, "
+    f"MaxFragments=2, FragmentDelimiter=\" … \"') AS passage FROM kb_pages, to_tsquery('{TS_CONFIG}', $1) q "
+    "WHERE search @@ q ORDER BY ts_rank(search, q) DESC, page LIMIT $2"
+)
 
 
 class KnowledgeRepo:
@@ -117,15 +129,3 @@ class KnowledgeRepo:
         else:
             rows = await self.db.fetch(_FTS5_SEARCH_SQL, query, limit)
         return [SearchHit(page=int(r["page"]), text=r["passage"]) for r in rows]
-
-
-_QUOTED = re.compile(r'"([^"]*)"')
-_FTS5_SEARCH_SQL = (
-    "SELECT page, snippet(kb_pages, 0, '', '', ' … ', 48) AS passage FROM kb_pages "
-    "WHERE kb_pages MATCH $1 ORDER BY bm25(kb_pages) LIMIT $2"
-)
-_PG_SEARCH_SQL = (
-    f"SELECT page, ts_headline('{TS_CONFIG}', text, q, 'StartSel=\"\", StopSel=\"\", MaxWords=48, MinWords=16, "
-    f"MaxFragments=2, FragmentDelimiter=\" … \"') AS passage FROM kb_pages, to_tsquery('{TS_CONFIG}', $1) q "
-    "WHERE search @@ q ORDER BY ts_rank(search, q) DESC, page LIMIT $2"
-)

@@ -263,8 +263,11 @@ _PG_SEARCH_SQL = (
 
 
 class ProductRepo:
-    """The catalogue. Search goes through products_fts (SQLite, kept in step by triggers) or the generated
-    `search` tsvector (PostgreSQL)."""
+    """The catalogue, searched by words.
+
+    The index is products_fts on SQLite (kept in step by triggers) and the generated `search` tsvector
+    on PostgreSQL.
+    """
 
     def __init__(self, db: Database) -> None:
         self.db = db
