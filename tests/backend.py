@@ -86,6 +86,7 @@ class PostgresSchemas:
         self._fresh: set[str] = set()  # schemas made empty on purpose (never reused)
         self._free: list[str] = []  # migrated, emptied schemas ready for the next test
         self._pristine: str | None = None  # the shape of a freshly migrated schema
+        self._delete_order: list[str] | None = None  # its tables, children first
 
     def prepare(self) -> None:
         """Install unaccent once (in public, so dropping a test's schema never drops it) and sweep old schemas."""
@@ -153,11 +154,13 @@ class PostgresSchemas:
         async def release(conn: asyncpg.Connection) -> None:
             for name in names:
                 if await reusable(conn, name):
-                    tables = [r[0] for r in await conn.fetch(
-                        "SELECT tablename FROM pg_tables WHERE schemaname = $1 AND tablename <> 'schema_migrations'",
-                        name)]
-                    listed = ", ".join(f'"{name}"."{t}"' for t in tables)
-                    await conn.execute(f"TRUNCATE {listed} RESTART IDENTITY CASCADE")
+                    if self._delete_order is None:
+                        self._delete_order = await _delete_order(conn, name)
+                    # DELETE, not TRUNCATE: a few rows in twenty small tables go in a few ms, where
+                    # TRUNCATE gives every table and index new files (90 ms). One round trip.
+                    await conn.execute("BEGIN; " + "".join(f'DELETE FROM "{name}"."{t}"; ' for t in self._delete_order)
+                                       + "SELECT setval(oid, 1, false) FROM pg_class WHERE relkind = 'S' "
+                                       f"AND relnamespace = '\"{name}\"'::regnamespace; COMMIT")
                     self._free.append(name)
                 else:
                     await conn.execute(f'DROP SCHEMA IF EXISTS "{name}" CASCADE')
@@ -203,27 +206,37 @@ class PostgresSchemas:
             self._admin.close()
 
 
+# What a schema holds, without its rows, cheaply: its relations and their columns, functions and
+# triggers (counted), and the migrations applied. A test that adds a table, a column, a trigger or a
+# function (the statement faults do) changes it.
 _SHAPE_SQL = """
-SELECT string_agg(x, ',' ORDER BY x) FROM (
-    SELECT 'r:' || c.relname || ':' || CAST(c.relkind AS TEXT) AS x
-    FROM pg_class c WHERE c.relnamespace = $1::regnamespace
-    UNION ALL
-    SELECT 'a:' || c.relname || '.' || a.attname || ':' || CAST(a.atttypid AS TEXT)
-    FROM pg_attribute a JOIN pg_class c ON c.oid = a.attrelid
-    WHERE c.relnamespace = $1::regnamespace AND a.attnum > 0
-    UNION ALL
-    SELECT 'p:' || p.proname FROM pg_proc p WHERE p.pronamespace = $1::regnamespace
-    UNION ALL
-    SELECT 't:' || t.tgname FROM pg_trigger t JOIN pg_class c ON c.oid = t.tgrelid
-    WHERE c.relnamespace = $1::regnamespace AND NOT t.tgisinternal
-) shape
+SELECT (SELECT COUNT(*) FROM pg_class WHERE relnamespace = $1::regnamespace) || '/' ||
+       (SELECT COALESCE(SUM(relnatts), 0) FROM pg_class WHERE relnamespace = $1::regnamespace) || '/' ||
+       (SELECT COUNT(*) FROM pg_proc WHERE pronamespace = $1::regnamespace) || '/' ||
+       (SELECT COUNT(*) FROM pg_trigger t JOIN pg_class c ON c.oid = t.tgrelid
+        WHERE c.relnamespace = $1::regnamespace AND NOT t.tgisinternal)
 """
 
 
 async def _shape(conn: asyncpg.Connection, schema: str) -> str:
-    """What a schema holds, without its rows: relations, columns, functions, triggers, migrations."""
+    """What a schema holds, without its rows (see _SHAPE_SQL)."""
     versions = [str(r[0]) for r in await conn.fetch(f'SELECT version FROM "{schema}".schema_migrations ORDER BY 1')]
     return f"{await conn.fetchval(_SHAPE_SQL, schema)}:{','.join(versions)}"
+
+
+async def _delete_order(conn: asyncpg.Connection, schema: str) -> list[str]:
+    """A migrated schema's tables, children before parents (the order DELETE needs for the foreign keys)."""
+    tables = [r[0] for r in await conn.fetch(
+        "SELECT tablename FROM pg_tables WHERE schemaname = $1 AND tablename <> 'schema_migrations'", schema)]
+    edges = [(r[0], r[1]) for r in await conn.fetch(
+        "SELECT p.relname, c.relname FROM pg_constraint k JOIN pg_class p ON p.oid = k.confrelid "
+        "JOIN pg_class c ON c.oid = k.conrelid WHERE k.contype = 'f' AND k.connamespace = $1::regnamespace", schema)]
+    parents = {t: {p for p, c in edges if c == t and p != t} for t in tables}
+    ordered: list[str] = []
+    while len(ordered) < len(tables):
+        ready = [t for t in sorted(tables) if t not in ordered and parents[t] <= set(ordered)]
+        ordered += ready or [t for t in tables if t not in ordered]  # a cycle: let DELETE say so
+    return ordered[::-1]
 
 
 def _alive(pid: int) -> bool:

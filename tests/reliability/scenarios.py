@@ -489,7 +489,9 @@ async def database_trouble(scale: int, workdir: Path) -> list[ScenarioResult]:
     results = []
     async with FakeOpenAI(seed=7) as oai, FakeGraph(seed=7) as graph, aiohttp.ClientSession() as http:
         async with in_process(workdir, oai, graph) as srv:
-            for name, phase in (("database full (SQLITE_FULL)", "full"), ("database locked > busy_timeout", "lock")):
+            names = {"sqlite": ("database full (SQLITE_FULL)", "database locked > busy_timeout"),
+                     "postgres": ("database full (disk_full)", "tables locked > lock_timeout")}[srv.repos.db.dialect]
+            for name, phase in zip(names, ("full", "lock"), strict=True):
                 started = time.monotonic()
                 ledger = Ledger(f"db{phase}")
                 if phase == "full":
