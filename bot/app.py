@@ -261,7 +261,7 @@ async def event_delivery_ctx(app: web.Application) -> AsyncIterator[None]:
         repo=repos.webhooks, session=app[HTTP], box=SecretBox.load(config),
         backoff=Backoff(base=config.retry_base_seconds, maximum=3600.0, attempts=config.max_attempts),
         # On PostgreSQL an event id can commit after a higher one: the fan-out stays a moment behind.
-        lag_seconds=5.0 if repos.db.dialect == "postgres" else 0.0, user_agent=f"bot/{bot.__version__}",
+        user_agent=f"bot/{bot.__version__}",
     )
     app[EVENT_DELIVERY] = delivery
     delivery.start()

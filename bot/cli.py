@@ -19,6 +19,7 @@ from bot.app import build_app
 from bot.commands import COMMANDS
 from bot.config import Config, ConfigError
 from bot.logs import configure_logging
+from bot.persistence.database import DatabaseUnavailable
 from bot.tools import ToolConfigError
 from bot.web.keys import STORED_SETTINGS
 
@@ -160,4 +161,7 @@ def main(argv: Sequence[str]) -> int:
         # Found while starting, e.g. a BOT_SECRET_KEY that is not a key: reported like any other setting.
         print(f"configuration error: {exc}", file=sys.stderr)
         return 2
+    except DatabaseUnavailable as exc:  # e.g. PostgreSQL not running, or a wrong BOT_DATABASE_URL
+        print(f"the database cannot be opened: {exc}", file=sys.stderr)
+        return 1
     return 0

@@ -1,7 +1,15 @@
-"""Shared fixtures: the fakes on loopback, a Config pointing at them, and the real app under test."""
+"""Shared fixtures: the fakes on loopback, a Config pointing at them, and the real app under test.
+
+The suite runs on SQLite (the default) or, with BOT_TEST_DATABASE_URL=postgresql://…, on PostgreSQL:
+every data directory a test uses then gets a schema of its own (tests/backend.py). Tests that can
+only run on SQLite carry `@pytest.mark.sqlite_only("why")` and are skipped, with that reason, on
+PostgreSQL. When the server cannot be reached, the whole PostgreSQL run is skipped, saying so.
+"""
 
 from __future__ import annotations
 
+import asyncio
+import os
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
 from pathlib import Path
 from typing import Any
@@ -12,6 +20,8 @@ from aiohttp.test_utils import TestClient
 
 from bot.app import build_app
 from bot.config import Config
+from bot.persistence.postgres import redact_url
+from tests import backend
 from tests.fakes.graph_server import FakeGraph
 from tests.fakes.meta import sign
 from tests.fakes.openai_server import FakeOpenAI
@@ -24,6 +34,96 @@ API_TOKEN = "test-api-token"
 PHONE_NUMBER_ID = "100000000000001"
 
 ClientFactory = Callable[..., Awaitable[TestClient]]
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    """Connect to the PostgreSQL of BOT_TEST_DATABASE_URL, if set (once per worker process)."""
+    config.addinivalue_line("markers", "sqlite_only(reason): the test needs the SQLite backend (skipped on "
+                                       "PostgreSQL with the reason)")
+    config.addinivalue_line("markers", "postgres_only: the test is about the PostgreSQL backend (skipped on SQLite)")
+    config.addinivalue_line("markers", "no_database: the test never opens a database, so the PostgreSQL half "
+                                       "leaves it to the SQLite half (checked: asking for one fails the test)")
+    url = os.environ.get(backend.ENV, "").strip()
+    config.stash[_POSTGRES_DOWN] = None
+    if not url:
+        return
+    problem = asyncio.run(backend.probe(url))
+    if problem is not None:
+        config.stash[_POSTGRES_DOWN] = f"PostgreSQL at {redact_url(url)} is unreachable ({problem}): " \
+                                       "the PostgreSQL half of the suite is skipped"
+        return
+    schemas = backend.PostgresSchemas(url)
+    schemas.prepare()
+    backend.install(schemas)
+
+
+def pytest_unconfigure(config: pytest.Config) -> None:
+    """Close the admin connection."""
+    schemas = backend.postgres()
+    if schemas is not None:
+        backend.install(None)
+        schemas.close()
+
+
+def pytest_report_header(config: pytest.Config) -> str:
+    """Say which backend this run tests."""
+    down = config.stash.get(_POSTGRES_DOWN, None)
+    if down:
+        return f"database: {down}"
+    schemas = backend.postgres()
+    return f"database: PostgreSQL ({redact_url(schemas.url)})" if schemas else "database: SQLite"
+
+
+def pytest_terminal_summary(terminalreporter: Any, exitstatus: int, config: pytest.Config) -> None:
+    """Say it loudly when the PostgreSQL half could not run."""
+    down = config.stash.get(_POSTGRES_DOWN, None)
+    if down:
+        terminalreporter.write_sep("!", down, yellow=True)
+
+
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    """On PostgreSQL, skip the SQLite-only tests (or everything, when the server is unreachable)."""
+    down = config.stash.get(_POSTGRES_DOWN, None)
+    if down:
+        for item in items:
+            item.add_marker(pytest.mark.skip(reason=down))
+        return
+    if backend.postgres() is None:
+        for item in items:
+            if item.get_closest_marker("postgres_only") is not None:
+                item.add_marker(pytest.mark.skip(reason=f"PostgreSQL only: set {backend.ENV}=postgresql://… "
+                                                        "(make test does)"))
+        return
+    # Nothing in these depends on the backend: they ran in the SQLite half.
+    kept = [item for item in items if item.get_closest_marker("no_database") is None]
+    if len(kept) < len(items):
+        config.hook.pytest_deselected(items=[item for item in items if item not in kept])
+        items[:] = kept
+    for item in items:
+        marker = item.get_closest_marker("sqlite_only")
+        if marker is not None:
+            why = marker.args[0] if marker.args else "it needs SQLite"
+            item.add_marker(pytest.mark.skip(reason=f"SQLite only: {why}"))
+
+
+@pytest.fixture(autouse=True)
+def _test_databases(request: pytest.FixtureRequest) -> Iterator[None]:
+    """Take back the PostgreSQL schemas a test used, once everything of it has closed (autouse: torn down last).
+
+    A test marked `no_database` that asked for a database fails: it would have been left out of the
+    PostgreSQL half.
+    """
+    backend.reset_used()
+    yield
+    schemas = backend.postgres()
+    if schemas is not None:
+        schemas.release_all()
+    if backend.used() and request.node.get_closest_marker("no_database") is not None:
+        pytest.fail("marked no_database, but it asked for a database: remove the marker so that it runs on "
+                    "PostgreSQL too")
+
+
+_POSTGRES_DOWN = pytest.StashKey[str | None]()
 
 
 @pytest.fixture
@@ -41,7 +141,7 @@ async def fake_graph() -> AsyncIterator[FakeGraph]:
 
 
 def make_config(tmp_path: Path, fake_openai: FakeOpenAI, fake_graph: FakeGraph, **overrides: Any) -> Config:
-    """A Config for tests: real SQLite under tmp_path, fakes for OpenAI and Meta, fast retries."""
+    """A Config for tests: the test database (SQLite under tmp_path, or PostgreSQL), fakes, fast retries."""
     base = Config(
         data_dir=tmp_path / "data",
         openai_api_key="sk-test",
@@ -61,6 +161,8 @@ def make_config(tmp_path: Path, fake_openai: FakeOpenAI, fake_graph: FakeGraph, 
         api_token=API_TOKEN,
         admin_password="test-admin-password",
     )
+    if "database" not in overrides:  # database="" asks for SQLite in the data dir, whatever the half
+        overrides["database"] = backend.database_for(Path(overrides.get("data_dir", tmp_path / "data")))
     return base.with_overrides(**overrides)
 
 

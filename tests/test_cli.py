@@ -16,6 +16,7 @@ import pytest
 from bot.cli import main
 from bot.commands import COMMANDS, add_user, migrate
 from bot.config import Config
+from bot.persistence.migrations import load_migrations
 from tests.test_restart import ROOT, free_port
 
 
@@ -60,7 +61,8 @@ async def test_migrate_brings_a_new_database_up_to_date(tmp_path: Path, capsys: 
     config = Config(data_dir=tmp_path / "data")
     assert await migrate.run(config, []) == 0
     out = capsys.readouterr().out
-    assert "schema up to date (migrations 1, 2, 3" in out
+    latest = load_migrations("sqlite")[-1][0]
+    assert f"schema version {latest}" in out and "0001_core" in out
     assert config.db_path.exists()
 
 

@@ -25,6 +25,9 @@ from bot.whatsapp.events import (
 )
 from tests.fakes.meta import contact, inbound_message, load_sample_json, webhook
 
+# Nothing here opens a database: the PostgreSQL half of the suite leaves these to the SQLite half.
+pytestmark = pytest.mark.no_database
+
 
 def only_message(sample: str) -> Any:
     batch = parse_webhook(load_sample_json(sample))

@@ -40,6 +40,9 @@ from tests.fakes.openai_server import (
     Step,
 )
 
+# Nothing here opens a database: the PostgreSQL half of the suite leaves these to the SQLite half.
+pytestmark = pytest.mark.no_database
+
 MODEL = "gpt-test"
 PHONE = "393330000000"
 TOKEN = "wa-test-token"
@@ -200,7 +203,7 @@ async def test_hang_makes_the_client_time_out(fake_openai: FakeOpenAI) -> None:
         with pytest.raises(openai.APITimeoutError):
             await client.responses.create(model=MODEL, input="x")
         assert (await client.responses.create(model=MODEL, input="y")).output_text == "Echo: y"
-    assert time.monotonic() - started < 2
+    assert time.monotonic() - started < 10  # far from the 30 s hang (generous: tests run in parallel)
 
 
 async def test_empty_incomplete_and_refusal_steps(fake_openai: FakeOpenAI, oai: AsyncOpenAI) -> None:

@@ -118,6 +118,7 @@ webhook_payloads = st.one_of(mutated_samples(), webhook_like, json_values)
 
 
 # -- the parser ---------------------------------------------------------------------------------------------------
+@pytest.mark.no_database
 @settings(max_examples=1000, deadline=None, derandomize=True)
 @given(webhook_payloads)
 def test_parser_raises_only_payload_error(payload: Any) -> None:

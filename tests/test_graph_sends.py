@@ -17,6 +17,9 @@ from bot.whatsapp.interactive import render_choices
 from tests.fakes.graph_server import FakeGraph
 from tests.fakes.meta import PHONE_NUMBER_ID, load_sample_json
 
+# Nothing here opens a database: the PostgreSQL half of the suite leaves these to the SQLite half.
+pytestmark = pytest.mark.no_database
+
 CUSTOMER = Recipient("393330000000", "IT.1000000000000000001")
 TOKEN = "wa-test-token"
 

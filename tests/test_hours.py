@@ -9,6 +9,9 @@ import pytest
 
 from bot.domain.hours import BusinessHours
 
+# Nothing here opens a database: the PostgreSQL half of the suite leaves these to the SQLite half.
+pytestmark = pytest.mark.no_database
+
 ROME = ZoneInfo("Europe/Rome")
 SHOP = "mon-fri 09:00-13:00 14:00-18:00, sat 09:00-13:00"
 

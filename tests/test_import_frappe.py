@@ -12,6 +12,7 @@ import orjson
 from bot.commands.import_frappe import import_sessions
 from bot.config import Config
 from bot.persistence.database import Database
+from tests.backend import config_for, env_for, has_data, query
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -39,7 +40,7 @@ async def test_valid_files_are_imported(tmp_path: Path) -> None:
     write(files, "ai_whatsapp_responses.json", {"session_1": "resp_abc", "session_9": "resp_orphan"})
     write(files, "ai_whatsapp_lang.json", {"+393331234567": "it", "+393479876543": "en"})
     write(files, "ai_whatsapp_handoff.json", {"+393331234567": now - 60, "+393479876543": now - 10_000})
-    config = Config(data_dir=tmp_path / "data", human_cooldown_seconds=300)
+    config = config_for(tmp_path / "data", human_cooldown_seconds=300)
     report = await import_sessions(config, files, "100000000000001", now=now)
     assert report.problems == []
     assert any("1 response id belongs to no session" in n for n in report.notes)
@@ -64,7 +65,7 @@ async def test_bad_files_are_skipped_whole_and_reported(tmp_path: Path) -> None:
     write(files, "ai_whatsapp_responses.json", b"{not json")
     write(files, "ai_whatsapp_lang.json", {"+393331234567": "it", "+39000": 5})
     write(files, "ai_whatsapp_handoff.json", ["not", "an", "object"])
-    config = Config(data_dir=tmp_path / "data")
+    config = config_for(tmp_path / "data")
     report = await import_sessions(config, files, "100000000000001")
     text = "\n".join(report.problems)
     assert "ai_whatsapp_responses.json: not valid JSON" in text
@@ -79,10 +80,10 @@ async def test_missing_threads_file_imports_nothing(tmp_path: Path) -> None:
     files = tmp_path / "files"
     files.mkdir()
     write(files, "ai_whatsapp_lang.json", {"+393331234567": "it"})
-    config = Config(data_dir=tmp_path / "data")
+    config = config_for(tmp_path / "data")
     report = await import_sessions(config, files, "100000000000001")
     assert "ai_whatsapp_threads.json: not found" in report.problems[0]
-    assert not config.db_path.exists()
+    assert not has_data(config.data_dir)
 
 
 def test_command_line(tmp_path: Path) -> None:
@@ -92,8 +93,8 @@ def test_command_line(tmp_path: Path) -> None:
     result = subprocess.run(
         [sys.executable, str(ROOT / "run.py"), "import-frappe-sessions", str(files), "--phone-number-id", "42",
          "--data-dir", str(tmp_path / "data")],
-        capture_output=True, text=True, timeout=60, cwd=ROOT,
+        capture_output=True, text=True, timeout=60, cwd=ROOT, env=env_for(tmp_path / "data"),
     )
     assert result.returncode == 0, result.stderr
     assert "imported 1 new conversation," in result.stdout
-    assert (tmp_path / "data" / "bot.db").exists()
+    assert [r["wa_id"] for r in query(tmp_path / "data", "SELECT wa_id FROM conversations")] == ["393331234567"]

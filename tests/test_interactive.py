@@ -9,6 +9,9 @@ import pytest
 from bot.whatsapp.interactive import Choice, match_choice, render_choices
 from tests.fakes.graph_shapes import check_interactive
 
+# Nothing here opens a database: the PostgreSQL half of the suite leaves these to the SQLite half.
+pytestmark = pytest.mark.no_database
+
 BAGS = [{"id": "product-sku-001", "title": "Borsa rossa", "description": "Pelle, 30 cm"},
         {"id": "product-sku-002", "title": "Borsa nera", "description": "Tela, 40 cm"}]
 

@@ -12,6 +12,7 @@ from pathlib import Path
 import aiohttp
 import orjson
 
+from tests.backend import env_for, on_sqlite
 from tests.conftest import APP_SECRET, PHONE_NUMBER_ID, VERIFY_TOKEN, WA_TOKEN
 from tests.fakes.graph_server import FakeGraph
 from tests.fakes.meta import sign, text_message
@@ -50,7 +51,7 @@ async def start_server(port: int, data_dir: Path, env: dict[str, str]) -> asynci
     """Start run.py and wait until /healthz answers."""
     proc = await asyncio.create_subprocess_exec(
         sys.executable, str(ROOT / "run.py"), "--port", str(port), "--data-dir", str(data_dir),
-        env=env, cwd=str(ROOT), stdout=asyncio.subprocess.DEVNULL, stderr=asyncio.subprocess.PIPE,
+        env=env_for(data_dir, env), cwd=str(ROOT), stdout=asyncio.subprocess.DEVNULL, stderr=asyncio.subprocess.PIPE,
     )
     async with aiohttp.ClientSession() as http:
         for _ in range(300):
@@ -113,4 +114,5 @@ async def test_sigkill_mid_turn_then_restart_answers_exactly_once(
             proc.kill()
             await proc.wait()
     assert (data_dir.stat().st_mode & 0o777) == 0o700
-    assert ((data_dir / "bot.db").stat().st_mode & 0o777) == 0o600
+    if on_sqlite():
+        assert ((data_dir / "bot.db").stat().st_mode & 0o777) == 0o600

@@ -25,6 +25,7 @@ from bot.whatsapp.templates import (
     sync,
     template_from_graph,
 )
+from tests.backend import database_url_for
 from tests.fakes.graph_server import FakeGraph
 from tests.fakes.meta import PHONE_NUMBER_ID, WABA_ID, load_sample_json
 
@@ -34,7 +35,7 @@ TOKEN = "wa-test-token"
 @pytest.fixture
 async def repo(tmp_path: Path) -> AsyncIterator[TemplateRepo]:
     """The templates repository on a fresh SQLite database."""
-    db = Database.create(tmp_path / "data" / "bot.db")
+    db = Database.create(database_url_for(tmp_path / "data"))
     await db.open()
     try:
         yield TemplateRepo(db)

@@ -22,6 +22,9 @@ from bot.whatsapp.text import split_text
 from tests.fakes.meta import load_sample
 from tests.helpers import wait_until
 
+# Nothing here opens a database: the PostgreSQL half of the suite leaves these to the SQLite half.
+pytestmark = pytest.mark.no_database
+
 
 @pytest.mark.parametrize(
     "text",
@@ -140,6 +143,7 @@ def test_config_from_env_and_cli() -> None:
         Config.from_env({"BOT_REACTION": "maybe"})
 
 
+@pytest.mark.sqlite_only("file modes and WAL are the SQLite file's (tests/test_postgres.py covers migrations there)")
 async def test_database_is_private_and_migrated(tmp_path: Path) -> None:
     db = Database.create(tmp_path / "nested" / "data" / "bot.db")
     await db.open()

@@ -226,6 +226,8 @@ async def test_non_text_message_is_stored_and_answered_politely(client: TestClie
     assert orjson.loads(row["payload"])["unsupported"]["type"] == "poll_creation"
 
 
+@pytest.mark.sqlite_only("a full disk is simulated with PRAGMA max_page_count (tests/test_postgres_outage.py covers "
+                         "PostgreSQL)")
 async def test_full_database_answers_503_and_loses_nothing_acknowledged(
     client: TestClient, fake_graph: FakeGraph
 ) -> None:
@@ -233,8 +235,7 @@ async def test_full_database_answers_503_and_loses_nothing_acknowledged(
     assert (await post_webhook(client, text_message("wamid.BEFORE", "393330000000", "prima"))).status == 200
     await fake_graph.wait_for_sent(1)
     await wait_handled(client, 1)
-    if not isinstance(repos.db, SQLiteDatabase):
-        pytest.skip("a full disk is simulated with SQLite's max_page_count")
+    assert isinstance(repos.db, SQLiteDatabase)
     pages = await repos.db.fetchval("PRAGMA page_count")
     await repos.db.pragma(f"max_page_count = {int(pages)}")
     big = "x" * 50_000  # needs new pages: the "disk" is full

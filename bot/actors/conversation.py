@@ -55,7 +55,7 @@ from bot.persistence import outbox as outbox_sql
 from bot.persistence.conversations import Conversation, ConversationRepo
 from bot.persistence.crm import Contact, OrderRejected
 from bot.persistence.database import Conflict, DatabaseUnavailable, Stmt, marks
-from bot.persistence.events import event_stmt
+from bot.persistence.events import event_stmts
 from bot.persistence.usage import usage_stmt
 from bot.settings import RuntimeSettings, SettingsSource
 from bot.texts import text as fixed_text
@@ -611,7 +611,7 @@ class ConversationActor(Actor[ConversationKey]):
         unit.messages = [OutboundMessage("text", person_answers(settings, language, now, "handoff"))]
         unit.changed = "needs_human"
         if not self.key.is_local:
-            unit.add(event_stmt("handoff.requested", {"phone_number_id": self.key.business,
+            unit.add(*event_stmts("handoff.requested", {"phone_number_id": self.key.business,
                                                       "customer_id": self.key.customer, "reason": reason}))
         log.info("handoff_requested")
 
@@ -754,10 +754,10 @@ class ConversationActor(Actor[ConversationKey]):
             # orphaned (after a crash here it becomes 'unknown': never resent).
             stmts = [*outbox_sql.sent_stmts(row.id, wamid), ConversationRepo.activity_stmt(sent, now)]
             if not self.key.is_local:
-                stmts.append(event_stmt("reply.sent", {
+                stmts += event_stmts("reply.sent", {
                     "phone_number_id": self.key.business, "customer_id": self.key.customer, "wa_id": conv.wa_id,
                     "author": row.author, "kind": row.message.kind, "text": row.message.text, "wamid": wamid,
-                }, now=now))
+                }, now=now)
             await self._write(stmts)
             self.conv = sent
             self._watch = (self._watch or LoopWatch()).sent(now)

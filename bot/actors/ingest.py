@@ -18,7 +18,7 @@ from bot.persistence import outbox as outbox_sql
 from bot.persistence.conversations import TEST_NUMBER_ID, Arrival
 from bot.persistence.crm import arrival_contact_stmt
 from bot.persistence.database import Database, Stmt
-from bot.persistence.events import received_stmt
+from bot.persistence.events import received_stmts
 from bot.persistence.templates import TemplateRepo
 from bot.whatsapp.events import BusinessEcho, InboundMessage, WebhookBatch
 from bot.whatsapp.templates import apply_status_update
@@ -55,8 +55,9 @@ class Ingest:
         inserts = inbox_sql.insert_stmts(batch.messages, now=now)
         first = len(stmts)
         stmts += inserts
-        stmts += [received_stmt(_received(m), wamid=m.wamid, now=now) for m in batch.messages
-                  if m.phone_number_id != TEST_NUMBER_ID]
+        for m in batch.messages:
+            if m.phone_number_id != TEST_NUMBER_ID:
+                stmts += received_stmts(_received(m), wamid=m.wamid, now=now)
         if batch.messages:
             stmts.append(arrival_contact_stmt(
                 [(m.phone_number_id, m.customer_id, m.wa_id, m.user_id, m.profile_name) for m in batch.messages],

@@ -11,4 +11,5 @@ COMMANDS: dict[str, str] = {
     "import-products": "bot.commands.import_products",
     "add-user": "bot.commands.add_user",
     "import-frappe-sessions": "bot.commands.import_frappe",
+    "copy-sqlite-to-postgres": "bot.commands.copy_sqlite_to_postgres",
 }

@@ -49,16 +49,15 @@ def event_body(claim: Claimed) -> bytes:
 
 
 class EventDelivery:
-    """Fans events out into deliveries and POSTs the due ones, from a background task it owns."""
+    """POSTs the due deliveries (queued with their events, bot.persistence.events), from a background task."""
 
     def __init__(self, *, repo: WebhookRepo, session: aiohttp.ClientSession, box: SecretBox, backoff: Backoff,
-                 lag_seconds: float = 0.0, poll_seconds: float = 1.0, lease_seconds: float = 60.0,
+                 poll_seconds: float = 1.0, lease_seconds: float = 60.0,
                  timeout_seconds: float = 10.0, concurrency: int = 8, user_agent: str = "bot") -> None:
         self.repo = repo
         self.box = box
         self._session = session
         self._backoff = backoff
-        self._lag = lag_seconds
         self._poll = poll_seconds
         self._lease = lease_seconds
         self._timeout = aiohttp.ClientTimeout(total=timeout_seconds)
@@ -77,14 +76,12 @@ class EventDelivery:
         await self._worker.stop()
 
     def poke(self) -> None:
-        """Look for new events now rather than at the next poll (e.g. after an endpoint was added)."""
+        """Look for due deliveries now rather than at the next poll (e.g. after an event was recorded)."""
         self._poked.set()
 
     async def run_once(self, now: float | None = None) -> int:
-        """Fan out new events, then attempt every due delivery once; returns how many were attempted."""
+        """Attempt every due delivery once; returns how many were attempted."""
         now = now or time.time()
-        while await self.repo.fan_out(now=now, lag=self._lag):
-            pass
         attempted = 0
         while True:
             ids = await self.repo.due(now=now, limit=50)

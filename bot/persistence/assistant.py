@@ -2,13 +2,14 @@
 
 from __future__ import annotations
 
+import re
 import time
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass, fields
 from typing import Any
 
 from bot.domain.knowledge import KnowledgeDoc, SearchHit
-from bot.persistence.database import Database, Stmt
+from bot.persistence.database import TS_CONFIG, Database, Stmt, ts_query
 
 
 @dataclass(frozen=True, slots=True)
@@ -72,10 +73,22 @@ class AssistantSettingsRepo:
 
 
 _DOC_COLUMNS = [f.name for f in fields(KnowledgeDoc)]
+# Local search: FTS5's snippet() and bm25 on SQLite; on PostgreSQL the generated tsvector, ranked by
+# ts_rank, with ts_headline cutting the passage.
+_QUOTED = re.compile(r'"([^"]*)"')
+_FTS5_SEARCH_SQL = (
+    "SELECT page, snippet(kb_pages, 0, '', '', ' … ', 48) AS passage FROM kb_pages "
+    "WHERE kb_pages MATCH $1 ORDER BY bm25(kb_pages) LIMIT $2"
+)
+_PG_SEARCH_SQL = (
+    f"SELECT page, ts_headline('{TS_CONFIG}', text, q, 'StartSel=\"\", StopSel=\"\", MaxWords=48, MinWords=16, "
+    f"MaxFragments=2, FragmentDelimiter=\" … \"') AS passage FROM kb_pages, to_tsquery('{TS_CONFIG}', $1) q "
+    "WHERE search @@ q ORDER BY ts_rank(search, q) DESC, page LIMIT $2"
+)
 
 
 class KnowledgeRepo:
-    """The knowledge base row (one PDF at a time) and the local FTS5 index of its pages."""
+    """The knowledge base row (one PDF at a time) and the local full-text index of its pages."""
 
     def __init__(self, db: Database) -> None:
         self.db = db
@@ -105,10 +118,14 @@ class KnowledgeRepo:
         return int(await self.db.fetchval("SELECT COUNT(*) FROM kb_pages") or 0)
 
     async def search(self, query: str, limit: int) -> list[SearchHit]:
-        """Best-matching pages for an FTS5 query, with the matching passage."""
-        rows = await self.db.fetch(
-            "SELECT page, snippet(kb_pages, 0, '', '', ' … ', 48) AS passage FROM kb_pages "
-            "WHERE kb_pages MATCH $1 ORDER BY bm25(kb_pages) LIMIT $2",
-            query, limit,
-        )
+        """Best-matching pages for an FTS5 query of quoted words (bot.ai.knowledge.fts_query), with the passage."""
+        if self.db.dialect == "postgres":
+            # The same words, any of which may match; ts_headline cuts the passage as snippet() does.
+            words = " ".join(_QUOTED.findall(query)) or query
+            tsquery = ts_query(words, any_word=True, prefix=False)
+            if tsquery is None:
+                return []
+            rows = await self.db.fetch(_PG_SEARCH_SQL, tsquery, limit)
+        else:
+            rows = await self.db.fetch(_FTS5_SEARCH_SQL, query, limit)
         return [SearchHit(page=int(r["page"]), text=r["passage"]) for r in rows]

@@ -201,7 +201,7 @@ class ConversationRepo:
         """Look a conversation up by customer id, phone (wa_id) or session id (newest first)."""
         row = await self.db.fetchrow(
             "SELECT * FROM conversations WHERE customer_id = $1 OR wa_id = $1 OR session_id = $1 "
-            "ORDER BY last_activity_at DESC LIMIT 1",
+            "ORDER BY last_activity_at DESC NULLS LAST LIMIT 1",
             ident,
         )
         return None if row is None else Conversation.from_row(row)

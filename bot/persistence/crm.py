@@ -10,15 +10,25 @@ from dataclasses import dataclass
 from typing import Any, Literal
 
 from bot.domain.conversation import ConversationKey
-from bot.persistence.database import Database, Record, Stmt, Tx, marks, row_to
-from bot.persistence.events import event_stmt, order_payload
+from bot.persistence.database import (
+    MAX_QUERY_WORDS,
+    TS_CONFIG,
+    Database,
+    Record,
+    Stmt,
+    Tx,
+    like_contains,
+    marks,
+    row_to,
+    ts_query,
+)
+from bot.persistence.events import event_stmts, order_payload
 
 NameSource = Literal["whatsapp", "operator", "tool"]
 MAX_QUANTITY = 1000
 # Crockford's alphabet: no I, L, O or U, so a code read aloud or retyped is hard to get wrong.
 _CODE_ALPHABET = "0123456789ABCDEFGHJKMNPQRSTVWXYZ"
 _WORD = re.compile(r"\w+", re.UNICODE)
-_MAX_QUERY_WORDS = 12
 
 
 @dataclass(frozen=True, slots=True)
@@ -190,9 +200,9 @@ class ContactRepo:
         """Contacts, most recently updated first, optionally filtered by name, email, company or number."""
         where, params = "", []
         if query.strip():
-            like = f"%{query.strip().lower().replace('%', '').replace('_', '')}%"
-            where = ("WHERE lower(name) LIKE $1 OR lower(email) LIKE $1 OR lower(company) LIKE $1 "
-                     "OR wa_id LIKE $1")
+            like = like_contains(query.strip().lower())
+            where = ("WHERE lower(name) LIKE $1 ESCAPE '\\' OR lower(email) LIKE $1 ESCAPE '\\' "
+                     "OR lower(company) LIKE $1 ESCAPE '\\' OR wa_id LIKE $1 ESCAPE '\\'")
             params = [like]
         n = len(params)
         rows = await self.db.fetch(
@@ -236,15 +246,32 @@ class ProductInput:
 
 def fts_query(text: str, *, any_word: bool = False) -> str | None:
     """A safe FTS5 query: every word quoted (no operator injection) and prefix-matched ("integ" → integrale)."""
-    words = _WORD.findall(text.lower())[:_MAX_QUERY_WORDS]
+    words = _WORD.findall(text.lower())[:MAX_QUERY_WORDS]
     if not words:
         return None
     terms = [f'"{word}"*' for word in words]
     return " OR ".join(terms) if any_word else " ".join(terms)
 
 
+# The name counts most: bm25 column weights (sku, name, description) on SQLite, and on PostgreSQL the
+# tsvector's weights (name A, sku B, description C) given the same ratios, as {D, C, B, A}.
+_FTS5_SEARCH_SQL = (
+    "SELECT p.* FROM products_fts JOIN products p ON p.id = products_fts.rowid "
+    "WHERE products_fts MATCH $1 AND p.active = 1 "
+    "ORDER BY bm25(products_fts, 2.0, 10.0, 1.0), p.name LIMIT $2"
+)
+_PG_SEARCH_SQL = (
+    f"SELECT p.* FROM products p, to_tsquery('{TS_CONFIG}', $1) q WHERE p.search @@ q AND p.active = 1 "
+    "ORDER BY ts_rank('{0.1, 0.1, 0.2, 1.0}', p.search, q) DESC, p.name LIMIT $2"
+)
+
+
 class ProductRepo:
-    """The catalogue. Search goes through the products_fts index, which triggers keep in step."""
+    """The catalogue, searched by words.
+
+    The index is products_fts on SQLite (kept in step by triggers) and the generated `search` tsvector
+    on PostgreSQL.
+    """
 
     def __init__(self, db: Database) -> None:
         self.db = db
@@ -281,21 +308,17 @@ class ProductRepo:
         return {r["sku"]: Product.from_row(r) for r in rows}
 
     async def search(self, text: str, *, limit: int = 5) -> list[Product]:
-        """Active products best matching the words, ranked by bm25 (the name counts most).
+        """Active products best matching the words (prefixes too), ranked with the name counting most.
 
         Every word must match first; when nothing has them all, products matching any word are
         offered instead, so "borsa rossa economica" still finds the red bag.
         """
+        postgres = self.db.dialect == "postgres"
         for any_word in (False, True):
-            query = fts_query(text, any_word=any_word)
+            query = ts_query(text, any_word=any_word) if postgres else fts_query(text, any_word=any_word)
             if query is None:
                 return []
-            rows = await self.db.fetch(
-                "SELECT p.* FROM products_fts JOIN products p ON p.id = products_fts.rowid "
-                "WHERE products_fts MATCH $1 AND p.active = 1 "
-                "ORDER BY bm25(products_fts, 2.0, 10.0, 1.0), p.name LIMIT $2",
-                query, limit,
-            )
+            rows = await self.db.fetch(_PG_SEARCH_SQL if postgres else _FTS5_SEARCH_SQL, query, limit)
             if rows:
                 return [Product.from_row(r) for r in rows]
         return []
@@ -412,7 +435,7 @@ class OrderRepo:
             )
             order = await self._load(tx, order_id)
             assert order is not None
-            await tx.run([event_stmt("order.created", order_payload(order), now=now)])
+            await tx.run(event_stmts("order.created", order_payload(order), now=now))
         return order
 
     @staticmethod
@@ -520,7 +543,7 @@ class OrderRepo:
         await tx.execute("UPDATE order_confirmations SET used_at = $1 WHERE order_id = $2 AND used_at IS NULL",
                          now, order.id)
         confirmed = await self._load(tx, order.id)
-        await tx.run([event_stmt("order.confirmed", order_payload(confirmed), now=now)])
+        await tx.run(event_stmts("order.confirmed", order_payload(confirmed), now=now))
         return Confirmation("confirmed", confirmed)
 
     async def confirm_order(self, order_id: int, *, now: float) -> Confirmation:

@@ -91,7 +91,35 @@ def marks(count: int, start: int = 1) -> str:
     return ", ".join(f"${i}" for i in range(start, start + count))
 
 
+def like_contains(text: str) -> str:
+    """A LIKE pattern for "contains `text`", its wildcards escaped; use it with `LIKE $n ESCAPE '\\'`.
+
+    The ESCAPE clause makes both dialects agree: PostgreSQL escapes with a backslash by default,
+    SQLite has no escape character unless told.
+    """
+    escaped = text.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_")
+    return f"%{escaped}%"
+
+
 _PLACEHOLDER = re.compile(r"\$(\d+)")
+# What PostgreSQL's default text search parser and SQLite's unicode61 both take for one word:
+# letters and digits (an underscore separates, as punctuation does).
+_TS_WORD = re.compile(r"[^\W_]+")
+MAX_QUERY_WORDS = 12
+TS_CONFIG = "bot_search"  # the accent-folding text search configuration of sql/postgres/0002_crm.sql
+
+
+def ts_query(text: str, *, any_word: bool = False, prefix: bool = True) -> str | None:
+    """A safe PostgreSQL tsquery for `to_tsquery(TS_CONFIG, …)`: every word a quoted lexeme, prefix-matched.
+
+    Words are letters and digits only, so nothing of the text can become tsquery syntax; quoting is
+    a second fence. None when the text has no word.
+    """
+    words = _TS_WORD.findall(text.lower())[:MAX_QUERY_WORDS]
+    if not words:
+        return None
+    suffix = ":*" if prefix else ""
+    return (" | " if any_word else " & ").join(f"'{word}'{suffix}" for word in words)
 
 
 def to_qmark(sql: str) -> str:

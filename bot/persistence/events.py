@@ -6,6 +6,7 @@ cause happened, and the delivery to other systems works from the table, retrying
 
 from __future__ import annotations
 
+import secrets
 import time
 from typing import Any
 
@@ -16,21 +17,35 @@ from bot.persistence.database import Stmt
 KINDS = ("message.received", "reply.sent", "handoff.requested", "order.created", "order.confirmed")
 
 
-def event_stmt(kind: str, payload: dict[str, Any], *, now: float | None = None) -> Stmt:
-    """Record one event (part of the unit that commits its cause)."""
+# The deliveries of an event to every enabled endpoint that wants it, made in the same unit as the
+# event: the event is found again by its token (ids are not known before the insert, and may commit
+# out of order on PostgreSQL).
+_FAN_OUT = (
+    "INSERT INTO webhook_deliveries (event_id, endpoint_id, status, attempts, next_attempt_at, claimed_until, "
+    "created_at) SELECT ev.id, e.id, 'pending', 0, $2, 0, $2 FROM events ev JOIN webhook_endpoints e "
+    "ON e.enabled = 1 AND ev.id > e.from_event_id AND (',' || e.kinds || ',') LIKE ('%,' || ev.kind || ',%') "
+    "WHERE ev.token = $1 ON CONFLICT (event_id, endpoint_id) DO NOTHING"
+)
+
+
+def event_stmts(kind: str, payload: dict[str, Any], *, now: float | None = None) -> list[Stmt]:
+    """Record one event and queue its deliveries (part of the unit that commits its cause)."""
     if kind not in KINDS:
         raise ValueError(f"unknown event kind {kind!r}")
-    return Stmt("INSERT INTO events (kind, payload, created_at) VALUES ($1, $2, $3)",
-                (kind, orjson.dumps(payload).decode(), now or time.time()))
+    now = now or time.time()
+    token = secrets.token_hex(12)
+    return [Stmt("INSERT INTO events (kind, payload, created_at, token) VALUES ($1, $2, $3, $4)",
+                 (kind, orjson.dumps(payload).decode(), now, token)),
+            Stmt(_FAN_OUT, (token, now))]
 
 
-def received_stmt(payload: dict[str, Any], *, wamid: str, now: float) -> Stmt:
+def received_stmts(payload: dict[str, Any], *, wamid: str, now: float) -> list[Stmt]:
     """`message.received`, only if this unit stored the message (a re-delivery from Meta is no event)."""
-    return Stmt(
-        "INSERT INTO events (kind, payload, created_at) SELECT 'message.received', $1, $2 "
+    token = secrets.token_hex(12)
+    return [Stmt(
+        "INSERT INTO events (kind, payload, created_at, token) SELECT 'message.received', $1, $2, $4 "
         "WHERE EXISTS (SELECT 1 FROM inbox WHERE wamid = $3 AND received_at = $2)",
-        (orjson.dumps(payload).decode(), now, wamid),
-    )
+        (orjson.dumps(payload).decode(), now, wamid, token)), Stmt(_FAN_OUT, (token, now))]
 
 
 def order_payload(order: Any) -> dict[str, Any]:

@@ -26,3 +26,11 @@ def load_migrations(dialect: str) -> tuple[tuple[int, str], ...]:
     if len(numbers) != len(set(numbers)):
         raise RuntimeError(f"two {dialect} migrations share a number: {numbers}")
     return tuple(found)
+
+
+@cache
+def migration_names(dialect: str) -> dict[int, str]:
+    """Each migration's file name without .sql (0001_core …), by number."""
+    folder = resources.files("bot.persistence") / "sql" / dialect
+    return {int(e.name.split("_", 1)[0]): e.name.removesuffix(".sql")
+            for e in folder.iterdir() if e.name.endswith(".sql")}

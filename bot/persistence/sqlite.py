@@ -16,7 +16,6 @@ import time
 from collections.abc import AsyncIterator, Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import AbstractAsyncContextManager, asynccontextmanager, suppress
-from dataclasses import dataclass, field
 from functools import lru_cache
 from pathlib import Path
 from typing import Any, TypeVar
@@ -35,13 +34,11 @@ from bot.persistence.database import (
     to_qmark,
 )
 from bot.persistence.migrations import load_migrations
+from bot.persistence.writer import GroupWriter, Unit
 
 log = structlog.get_logger("bot.db")
 T = TypeVar("T")
 
-# A group takes every urgent unit (webhook inserts) and at most this many others, so that a flood of
-# turns never makes one commit long enough to delay the next webhooks' acks.
-MAX_UNITS_PER_GROUP = 128
 # Checkpoint policy: the checkpointer thread copies WAL frames back (PASSIVE, never blocks the writer);
 # past WAL_RESTART_BYTES the writer itself runs a RESTART between groups so the WAL can rewind, and
 # journal_size_limit then truncates the file; when the writer has been idle a moment, TRUNCATE.
@@ -95,13 +92,6 @@ def _run_stmt(conn: sqlite3.Connection, stmt: Stmt) -> Any:
     return count
 
 
-@dataclass(slots=True)
-class _Unit:
-    stmts: Sequence[Stmt]
-    future: asyncio.Future[list[Any]]
-    outcome: list[Any] | Exception | None = field(default=None)
-
-
 class SQLiteDatabase(Database):
     """SQLite in WAL mode: group-committing writer thread, aiosqlite readers, bounded WAL."""
 
@@ -115,16 +105,16 @@ class SQLiteDatabase(Database):
         self._next_reader = 0
         self._wexec: ThreadPoolExecutor | None = None
         self._wconn: sqlite3.Connection | None = None
-        self._urgent: list[_Unit] = []
-        self._normal: list[_Unit] = []
-        self._wake = asyncio.Event()
-        self._lock = asyncio.Lock()  # the writer loop's groups and transaction() take turns
-        self._writer_task: asyncio.Task[None] | None = None
+        self._writer = GroupWriter(self._group, translate=_translate, name="sqlite-writer")
+        self._lock = asyncio.Lock()  # the writer's groups and transaction() take turns
         self._checkpointer: aiosqlite.Connection | None = None
         self._checkpoint_task: asyncio.Task[None] | None = None
         self._last_write = time.monotonic()
-        self._closing = False
-        self.groups = 0  # group commits so far (for the benchmark and tests)
+
+    @property
+    def groups(self) -> int:
+        """Group commits so far (for the benchmark and tests)."""
+        return self._writer.groups
 
     @property
     def description(self) -> str:
@@ -163,9 +153,9 @@ class SQLiteDatabase(Database):
             self._readers.append(reader)
         self._checkpointer = await aiosqlite.connect(self.path, isolation_level=None)
         await self._checkpointer.execute("PRAGMA busy_timeout=200")
-        loop = asyncio.get_running_loop()
-        self._writer_task = loop.create_task(self._writer_loop(), name="sqlite-writer")
-        self._checkpoint_task = loop.create_task(self._checkpoint_loop(), name="sqlite-checkpoint")
+        self._writer.start()
+        self._checkpoint_task = asyncio.get_running_loop().create_task(self._checkpoint_loop(),
+                                                                       name="sqlite-checkpoint")
 
     def _connect_writer(self) -> None:
         conn = sqlite3.connect(self.path, isolation_level=None, check_same_thread=False)
@@ -185,16 +175,7 @@ class SQLiteDatabase(Database):
 
     async def close(self) -> None:
         """Let queued units commit, stop the loops, checkpoint (TRUNCATE) and close."""
-        self._closing = True
-        if self._writer_task is not None:
-            self._wake.set()
-            try:
-                await asyncio.wait_for(asyncio.shield(self._writer_task), 10)
-            except TimeoutError:
-                self._writer_task.cancel()
-                with suppress(asyncio.CancelledError):
-                    await self._writer_task
-            self._writer_task = None
+        await self._writer.stop()
         if self._checkpoint_task is not None:
             self._checkpoint_task.cancel()
             with suppress(asyncio.CancelledError):
@@ -204,11 +185,6 @@ class SQLiteDatabase(Database):
             await conn.close()
         self._readers.clear()
         self._checkpointer = None
-        for unit in [*self._urgent, *self._normal]:
-            if not unit.future.done():
-                unit.future.set_exception(DatabaseUnavailable("the database is closing"))
-        self._urgent.clear()
-        self._normal.clear()
         if self._wexec is not None:
             if self._wconn is not None:
                 await self._in_writer(self._close_writer)
@@ -289,48 +265,16 @@ class SQLiteDatabase(Database):
 
     # -- the writer ----------------------------------------------------------------------------
     async def _write(self, unit: Sequence[Stmt], urgent: bool) -> list[Any]:
-        if self._closing and self._writer_task is None:
-            raise DatabaseUnavailable("the database is closing")
-        future: asyncio.Future[list[Any]] = asyncio.get_running_loop().create_future()
-        (self._urgent if urgent else self._normal).append(_Unit(unit, future))
-        self._wake.set()
-        # shield: a caller that is cancelled must not cancel a unit the writer may already be running.
-        return await asyncio.shield(future)
+        return await self._writer.submit(unit, urgent=urgent)
 
-    def _take_group(self) -> list[_Unit]:
-        group, self._urgent = self._urgent, []
-        group += self._normal[:MAX_UNITS_PER_GROUP]
-        del self._normal[:MAX_UNITS_PER_GROUP]
-        return group
+    async def _group(self, group: list[Unit]) -> None:
+        async with self._lock:
+            try:
+                await self._in_writer(self._run_group, group)
+            finally:
+                self._last_write = time.monotonic()
 
-    async def _writer_loop(self) -> None:
-        while True:
-            if not self._urgent and not self._normal:
-                if self._closing:
-                    return
-                self._wake.clear()
-                await self._wake.wait()
-                continue
-            async with self._lock:
-                group = self._take_group()
-                try:
-                    await self._in_writer(self._run_group, group)
-                except Exception as exc:  # the whole group failed (BEGIN or COMMIT)
-                    error = _translate(exc)
-                    for unit in group:
-                        unit.outcome = error if isinstance(error, DatabaseUnavailable) else DatabaseUnavailable(
-                            f"the group commit failed: {error}")
-            self.groups += 1
-            self._last_write = time.monotonic()
-            for unit in group:
-                if unit.future.done():
-                    continue
-                if isinstance(unit.outcome, Exception):
-                    unit.future.set_exception(unit.outcome)
-                else:
-                    unit.future.set_result(unit.outcome or [])
-
-    def _run_group(self, group: list[_Unit]) -> None:
+    def _run_group(self, group: list[Unit]) -> None:
         """In the writer thread: one transaction, one savepoint per unit; a failing unit fails alone."""
         conn = self._writer_conn
         conn.execute("BEGIN IMMEDIATE")
@@ -363,7 +307,7 @@ class SQLiteDatabase(Database):
         truncated = True
         while True:
             await asyncio.sleep(CHECKPOINT_INTERVAL)
-            idle = not self._urgent and not self._normal and \
+            idle = self._writer.idle and \
                 time.monotonic() - self._last_write > IDLE_TRUNCATE_SECONDS
             if idle and truncated:
                 continue
@@ -429,6 +373,18 @@ class _SQLiteTx(Tx):
         await self._call(lambda: conn.executemany(_sql(sql), rows))
 
     async def run(self, unit: Sequence[Stmt]) -> list[Any]:
-        """A whole unit in one hop."""
+        """A whole unit in one hop, in a savepoint: if it fails, it is undone and the transaction goes on."""
         conn = self._db._writer_conn
-        return await self._call(lambda: [_run_stmt(conn, stmt) for stmt in unit])
+
+        def in_savepoint() -> list[Any]:
+            conn.execute("SAVEPOINT unit")
+            try:
+                results = [_run_stmt(conn, stmt) for stmt in unit]
+            except BaseException:
+                conn.execute("ROLLBACK TO unit")
+                conn.execute("RELEASE unit")
+                raise
+            conn.execute("RELEASE unit")
+            return results
+
+        return await self._call(in_savepoint)

@@ -94,7 +94,10 @@ class UsageRepo:
             "SUM(cached_tokens) AS cached_tokens, SUM(output_tokens) AS output_tokens FROM usage_ledger "
             "WHERE day >= $1 GROUP BY model ORDER BY SUM(cost) DESC", first_day,
         )
-        return [dict(r) for r in rows]
+        # PostgreSQL sums BIGINT columns to NUMERIC (Decimal): plain numbers for JSON and templates.
+        return [{"model": r["model"], "cost": float(r["cost"] or 0), "calls": int(r["calls"] or 0),
+                 "input_tokens": int(r["input_tokens"] or 0), "cached_tokens": int(r["cached_tokens"] or 0),
+                 "output_tokens": int(r["output_tokens"] or 0)} for r in rows]
 
     async def for_conversation(self, key: ConversationKey, first_day: str) -> Spend:
         """One conversation's spend since a day."""

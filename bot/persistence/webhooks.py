@@ -1,7 +1,7 @@
 """Outbound event webhooks: the endpoints other systems gave us, and a durable queue of deliveries.
 
-Events are written by their causes (bot/persistence/events.py). A delivery worker fans each one out
-into a delivery per matching endpoint (event × endpoint, unique), then claims due deliveries with a
+Events are written by their causes (bot/persistence/events.py), each with a delivery per matching
+endpoint (event × endpoint, unique) in the same unit. A delivery worker claims due deliveries with a
 compare-and-set on `claimed_until`, so two workers (two processes on one PostgreSQL) never send the
 same delivery at once; a claim that runs out (a worker died) is taken over. A delivery is pending until
 the endpoint answers 2xx, retried with backoff in between.
@@ -15,8 +15,6 @@ from dataclasses import dataclass
 
 from bot.persistence.database import Conflict, Database, Record, Stmt, row_to
 from bot.persistence.events import KINDS
-
-FANOUT_BATCH = 500
 
 
 @dataclass(frozen=True, slots=True)
@@ -125,34 +123,6 @@ class WebhookRepo:
             event_id)
 
     # -- the queue --------------------------------------------------------------------------------
-    async def fan_out(self, *, now: float, lag: float = 0.0) -> int:
-        """Queue a delivery of each new event to every enabled endpoint that wants it; returns events seen.
-
-        `lag`: only events at least this old. On PostgreSQL an id can commit after a higher one, so the
-        cursor waits a moment behind the newest events; SQLite's one writer commits ids in order.
-        """
-        cursor = int(await self.db.fetchval("SELECT last_event_id FROM webhook_cursor WHERE id = 1") or 0)
-        upto = await self.db.fetchval(
-            "SELECT MAX(id) FROM (SELECT id FROM events WHERE id > $1 AND created_at <= $2 ORDER BY id LIMIT $3) b",
-            cursor, now - lag, FANOUT_BATCH)
-        if upto is None:
-            return 0
-        try:
-            await self.db.write([
-                Stmt("INSERT INTO webhook_deliveries (event_id, endpoint_id, status, attempts, next_attempt_at, "
-                     "claimed_until, created_at) SELECT ev.id, e.id, 'pending', 0, $3, 0, $3 FROM events ev "
-                     "JOIN webhook_endpoints e ON e.enabled = 1 AND ev.id > e.from_event_id "
-                     "AND (',' || e.kinds || ',') LIKE ('%,' || ev.kind || ',%') "
-                     "WHERE ev.id > $1 AND ev.id <= $2 ON CONFLICT (event_id, endpoint_id) DO NOTHING",
-                     (cursor, int(upto), now)),
-                # Compare-and-set: another worker that fanned out the same events first wins, harmlessly.
-                Stmt("UPDATE webhook_cursor SET last_event_id = $2 WHERE id = 1 AND last_event_id = $1",
-                     (cursor, int(upto)), expect=1),
-            ])
-        except Conflict:
-            return 0
-        return int(upto) - cursor
-
     async def due(self, *, now: float, limit: int) -> list[int]:
         """Ids of deliveries that may be attempted now (to enabled endpoints, not held by a worker)."""
         rows = await self.db.fetch(

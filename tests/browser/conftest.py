@@ -45,3 +45,10 @@ async def server(
 ) -> TestServer:
     """The real app on a real loopback port."""
     return await aiohttp_server(build_app(make_config(tmp_path, fake_openai, fake_graph)))
+
+
+# Up to 10 s where playwright's default is 5 s: under pytest-xdist, Chromium shares two cores with the
+# other workers.
+from playwright.async_api import expect  # noqa: E402
+
+expect.set_options(timeout=10_000)

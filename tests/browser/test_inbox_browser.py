@@ -80,7 +80,7 @@ async def test_inbox_live_takeover_and_hand_back(
             # A customer writes: the conversation shows up without a reload.
             await deliver(server, text_message("wamid.B1", PHONE, "Ciao! Avete la borsa rossa?", name="Giulia"))
             item = page.locator("#conversations li", has_text="Giulia")
-            await expect(item).to_be_visible(timeout=3000)
+            await expect(item).to_be_visible(timeout=10_000)  # generous: tests run in parallel
             await item.click()
             await expect(page.locator("#messages li[data-author=customer]")).to_contain_text("borsa rossa")
             await expect(page.locator("#messages li[data-author=ai]")).to_contain_text("Echo: Ciao!")
@@ -101,7 +101,7 @@ async def test_inbox_live_takeover_and_hand_back(
             await expect(page.locator("#thread-state")).to_contain_text("AI answering")
             await deliver(server, text_message("wamid.B3", PHONE, "Quando arriva la borsa?", name="Giulia"))
             await expect(page.locator("#messages li[data-author=ai]").last).to_contain_text(
-                "Echo: Quando arriva la borsa?", timeout=5000)
+                "Echo: Quando arriva la borsa?", timeout=10_000)
             await page.screenshot(path=str(ARTIFACTS / "inbox.png"), full_page=True)
 
             # Phone width: the list and the thread stack.
@@ -125,7 +125,7 @@ async def test_test_chat_in_the_browser(server: TestServer, fake_openai: FakeOpe
             await page.fill("#reply-text", "Buongiorno, siete aperti domenica?")
             await page.click("#reply button[type=submit]")
             await expect(page.locator("#messages li[data-author=ai]")).to_contain_text(
-                "Echo: Buongiorno, siete aperti domenica?", timeout=5000)
+                "Echo: Buongiorno, siete aperti domenica?", timeout=10_000)
             await expect(page.locator("#conversations li", has_text="Test chat")).to_be_visible()
             await page.screenshot(path=str(ARTIFACTS / "test-chat.png"), full_page=True)
         finally:

@@ -3,6 +3,7 @@
     python -m tests.reliability --scale 4            # every scenario; ≥ 20 SIGKILL trials, a real 60 s outage
     python -m tests.reliability --only sigkill storm  # some of them
     python -m tests.reliability --markdown out.md     # also write the table as Markdown
+    python -m tests.reliability --database-url postgresql://postgres@127.0.0.1/test   # on PostgreSQL
 
 Exit status 0 when every scenario met its target (a documented KNOWN LIMIT does not count as a failure).
 """
@@ -11,6 +12,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import os
 import sys
 import tempfile
 import time
@@ -19,6 +21,7 @@ from pathlib import Path
 import structlog
 
 from bot.logs import configure_logging
+from tests import backend
 from tests.reliability.harness import ScenarioResult
 from tests.reliability.scenarios import SCENARIOS, kill_trials
 
@@ -51,13 +54,18 @@ def markdown(results: list[ScenarioResult]) -> str:
 
 
 async def run(scale: int, names: list[str]) -> list[ScenarioResult]:
-    """Run the chosen scenarios one after the other, each in its own scratch directory."""
+    """Run the chosen scenarios one after the other, each in its own scratch directory (and schema)."""
     results: list[ScenarioResult] = []
     for name in names:
         with tempfile.TemporaryDirectory(prefix=f"bot-reliability-{name}-") as scratch:
             began = time.monotonic()
             print(f"running {name} ...", file=sys.stderr, flush=True)
-            rows = await SCENARIOS[name](scale, Path(scratch))
+            try:
+                rows = await SCENARIOS[name](scale, Path(scratch))
+            finally:
+                schemas = backend.postgres()
+                if schemas is not None:
+                    schemas.release_all()
             print(f"  {name} done in {time.monotonic() - began:.1f} s", file=sys.stderr, flush=True)
             results.extend(rows)
     return results
@@ -72,7 +80,14 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--markdown", type=Path, help="also write the table and notes as Markdown to this file")
     parser.add_argument("--log", type=Path, default=Path(tempfile.gettempdir()) / "bot-reliability.log",
                         help="where the in-process servers log (JSON lines; default %(default)s)")
+    parser.add_argument("--database-url", default=os.environ.get(backend.ENV, ""),
+                        help="run on PostgreSQL, a schema per scenario (default: BOT_TEST_DATABASE_URL; "
+                             "unset = SQLite)")
     args = parser.parse_args(argv)
+    if args.database_url:
+        schemas = backend.PostgresSchemas(args.database_url)
+        schemas.prepare()
+        backend.install(schemas)
     log_file = args.log.open("w", encoding="utf-8")
     configure_logging(json=True)
     structlog.configure(logger_factory=structlog.PrintLoggerFactory(file=log_file))
@@ -96,6 +111,10 @@ def main(argv: list[str] | None = None) -> int:
         args.markdown.write_text(markdown(results) + "\n", encoding="utf-8")
     log_file.close()
     print(f"\nserver logs: {args.log}")
+    schemas = backend.postgres()
+    if schemas is not None:
+        backend.install(None)
+        schemas.close()
     return 0 if all(r.passed or r.known_limit for r in results) else 1
 
 

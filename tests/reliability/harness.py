@@ -13,7 +13,6 @@ import asyncio
 import os
 import signal
 import socket
-import sqlite3
 import sys
 import time
 from collections import Counter, defaultdict
@@ -30,9 +29,11 @@ from aiohttp.test_utils import TestServer
 
 from bot.app import build_app
 from bot.persistence import Repositories
+from bot.persistence.postgres import PostgresDatabase
 from bot.persistence.sqlite import SQLiteDatabase
 from bot.texts import TEXTS
 from bot.web.keys import REPOS
+from tests import backend
 from tests.conftest import API_TOKEN, APP_SECRET, PHONE_NUMBER_ID, VERIFY_TOKEN, WA_TOKEN, make_config
 from tests.fakes.graph_server import FakeGraph
 from tests.fakes.meta import merge_entries, sign, text_message
@@ -359,7 +360,7 @@ class RunPy:
 
     def __init__(self, *, data_dir: Path, env: dict[str, str], log_path: Path, port: int | None = None) -> None:
         self.data_dir = data_dir
-        self.env = env
+        self.env = backend.env_for(data_dir, env)  # + BOT_DATABASE_URL on the PostgreSQL half
         self.log_path = log_path
         self.port = port or free_port()
         self.proc: asyncio.subprocess.Process | None = None
@@ -429,13 +430,8 @@ class RunPy:
         return ""
 
     def query(self, sql: str) -> list[dict[str, Any]]:
-        """Read the server's database directly (WAL lets us read while it runs)."""
-        conn = sqlite3.connect(self.db_path, timeout=10)
-        try:
-            conn.row_factory = sqlite3.Row
-            return [dict(r) for r in conn.execute(sql).fetchall()]
-        finally:
-            conn.close()
+        """Read the server's database directly (WAL lets us read while it runs; or its PostgreSQL schema)."""
+        return backend.query(self.data_dir, sql)
 
     async def unsettled(self) -> int:
         """Pending customer messages plus replies not yet sent."""
@@ -481,21 +477,55 @@ def clean(outcome: Outcome, *, allow_gaps: bool = False) -> bool:
 
 # -- precise storage faults ------------------------------------------------------------------------------------
 class StatementFaults:
-    """Makes chosen statements of the app's own SQLite connection fail, as a full disk would, and nothing else.
+    """Makes chosen statements of the app's own database fail, as a full disk would, and nothing else.
 
-    SQLite's trace callback names each statement as it starts; the progress handler then interrupts it,
-    which surfaces as `sqlite3.OperationalError` (rolling back the transaction), exactly the path of
-    SQLITE_FULL or a lock past busy_timeout. Both callbacks run on the writer's thread.
+    SQLite: the trace callback names each statement of the writer's connection as it starts; the
+    progress handler then interrupts it, which surfaces as `sqlite3.OperationalError` (rolling back the
+    transaction), exactly the path of SQLITE_FULL or a lock past busy_timeout. Both callbacks run on
+    the writer's thread.
+
+    PostgreSQL: a statement-level trigger on every table compares `current_query()` (the statement the
+    app sent) with the rules and raises SQLSTATE 53100, disk_full, the server's own error for a full
+    disk. A rule counts its tries with a sequence, because sequences are the one thing a rolled-back
+    transaction does not undo.
     """
 
     def __init__(self) -> None:
         self._rules: list[list[Any]] = []  # [statement prefix, failures left]
         self._armed = False
-        self.failed: list[str] = []
+        self._sqlite_failed: list[str] = []
+        self._pg_url: str | None = None
+
+    @property
+    def failed(self) -> list[str]:
+        """The statements (prefixes, on PostgreSQL) made to fail so far."""
+        if self._pg_url is None:
+            return self._sqlite_failed
+        schemas = backend.postgres()
+        assert schemas is not None
+        rows = schemas.query(self._pg_url,
+                             "SELECT prefix, times, fault_tries(id) AS tries FROM fault_rules ORDER BY id")
+        return [r["prefix"] for r in rows for _ in range(min(r["times"], r["tries"]))]
 
     def fail(self, prefix: str, times: int = 1) -> None:
         """Fail the next `times` statements that start with `prefix` (case-insensitive)."""
-        self._rules.append([prefix.lower(), times])
+        if self._pg_url is None:
+            self._rules.append([prefix.lower(), times])
+            return
+        schemas = backend.postgres()
+        assert schemas is not None
+        row = schemas.query(self._pg_url, "INSERT INTO fault_rules (prefix, times) VALUES ($1, $2) RETURNING id",
+                            prefix.lower(), times)[0]
+        schemas.query(self._pg_url, f"CREATE SEQUENCE fault_rule_{int(row['id'])}")
+
+    def clear(self) -> None:
+        """No more failures from now on."""
+        if self._pg_url is None:
+            self._rules.clear()
+            return
+        schemas = backend.postgres()
+        assert schemas is not None
+        schemas.query(self._pg_url, "UPDATE fault_rules SET times = 0")
 
     def _trace(self, sql: str) -> None:
         text = sql.lstrip().lower()
@@ -506,13 +536,46 @@ class StatementFaults:
             if rule[1] > 0 and text.startswith(rule[0]):
                 rule[1] -= 1
                 self._armed = True
-                self.failed.append(sql[:80])
+                self._sqlite_failed.append(sql[:80])
                 return
 
     def _progress(self) -> int:
         return 1 if self._armed else 0
 
     async def install(self, repos: Repositories) -> None:
-        """Hook into the app's connection."""
-        assert isinstance(repos.db, SQLiteDatabase), "statement faults need the SQLite backend"
-        await repos.db.instrument(self._trace, self._progress)
+        """Hook into the app's database."""
+        if isinstance(repos.db, SQLiteDatabase):
+            await repos.db.instrument(self._trace, self._progress)
+            return
+        assert isinstance(repos.db, PostgresDatabase)
+        tables = [r[0] for r in await repos.db.fetch(
+            "SELECT tablename FROM pg_tables WHERE schemaname = current_schema() AND tablename <> 'schema_migrations'")]
+        await repos.db.execute(_PG_FAULTS_SQL + "".join(
+            f"CREATE TRIGGER fault BEFORE INSERT OR UPDATE OR DELETE ON {t} FOR EACH STATEMENT "
+            "EXECUTE FUNCTION fault_check();\n" for t in tables))
+        self._pg_url = repos.db.url
+
+
+_PG_FAULTS_SQL = """
+CREATE TABLE fault_rules (id BIGINT GENERATED ALWAYS AS IDENTITY PRIMARY KEY, prefix TEXT NOT NULL,
+                          times BIGINT NOT NULL);
+CREATE FUNCTION fault_tries(rule BIGINT) RETURNS BIGINT LANGUAGE plpgsql AS $$
+DECLARE tries BIGINT; called BOOLEAN;
+BEGIN
+    EXECUTE format('SELECT last_value, is_called FROM fault_rule_%s', rule) INTO tries, called;
+    RETURN CASE WHEN called THEN tries ELSE 0 END;
+END $$;
+CREATE FUNCTION fault_check() RETURNS trigger LANGUAGE plpgsql AS $$
+DECLARE r RECORD;
+BEGIN
+    FOR r IN SELECT id, prefix, times FROM fault_rules ORDER BY id LOOP
+        -- Nested: PostgreSQL does not promise to evaluate AND from left to right.
+        IF r.times > 0 AND starts_with(lower(ltrim(current_query())), r.prefix) THEN
+            IF nextval(format('fault_rule_%s', r.id)::regclass) <= r.times THEN
+                RAISE EXCEPTION 'injected fault: %', r.prefix USING ERRCODE = 'disk_full';
+            END IF;
+        END IF;
+    END LOOP;
+    RETURN NULL;
+END $$;
+"""

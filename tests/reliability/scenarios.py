@@ -17,6 +17,7 @@ from pathlib import Path
 from typing import Any
 
 import aiohttp
+import asyncpg
 from aiohttp import web
 
 from bot.config import Config
@@ -33,6 +34,7 @@ from tests.reliability.harness import (
     Outcome,
     RunPy,
     ScenarioResult,
+    StatementFaults,
     analyse,
     clean,
     customers,
@@ -225,12 +227,20 @@ async def _outage(scale: int, workdir: Path, policy: OutagePolicy, *, seed: int)
     started = time.monotonic()
     seconds = outage_seconds(scale)
     rng = random.Random(seed)
-    down_until = 0.0
+    down_until: float | None = None
     calls_while_down = 0
+    sent_while_down: int | None = None
 
     def responder(body: dict[str, Any]) -> Step | None:
-        nonlocal calls_while_down
-        if time.monotonic() < down_until:
+        nonlocal calls_while_down, down_until, sent_while_down
+        now = time.monotonic()
+        if down_until is None:
+            # The outage starts with the first model call, not on the clock: on a busy machine (tests in
+            # parallel) the first turns may take longer to reach the model than the outage lasts.
+            down_until = now + seconds
+        if now >= down_until and sent_while_down is None:
+            sent_while_down = len(graph.sent)  # the first call the model answers again: the outage is over
+        if now < down_until:
             calls_while_down += 1
             return Fail(rng.choice((500, 503)), code="server_error", message="The model is down (injected).")
         return None
@@ -244,13 +254,10 @@ async def _outage(scale: int, workdir: Path, policy: OutagePolicy, *, seed: int)
             people = customers(10, prefix="39340")
             msgs = [ledger.new(rng.choice(people)) for _ in range(20 * scale)]
             meta = Meta(http, srv.url(), ledger)
-            down_until = time.monotonic() + seconds
             half = len(msgs) // 2
             await meta.deliver(msgs[:half], concurrency=4)
             # The rest trickles in during the first half of the outage.
             await meta.deliver(msgs[half:], concurrency=1, gap=seconds / 2 / max(1, len(msgs) - half))
-            await asyncio.sleep(max(0.0, down_until - time.monotonic()))
-            sent_while_down = len(graph.sent)
             outcome, settled, _ = await _settle_and_count(srv, graph, ledger, seconds * 2 + 30.0)
     waited = outcome.answered  # answered by the model after the outage
     note = (f"down {seconds:g} s, {calls_while_down} model calls refused meanwhile, {sent_while_down} texts went "
@@ -258,7 +265,8 @@ async def _outage(scale: int, workdir: Path, policy: OutagePolicy, *, seed: int)
             f"with the fallback text; one call's retries span ≥ {policy.ride_out():.1f} s")
     if not settled:
         note += "; did not settle"
-    passed = clean(outcome) and settled and outcome.fallbacks == 0 and sent_while_down == 0 and calls_while_down > 0
+    passed = (clean(outcome) and settled and outcome.fallbacks == 0 and sent_while_down == 0
+              and calls_while_down > 0)
     return ScenarioResult(f"model down {seconds:g} s ({policy.label})", outcome, time.monotonic() - started, passed,
                           note, known_limit=policy.known_limit)
 
@@ -271,7 +279,7 @@ class FlakyGraph(FakeGraph):
         super().__init__(seed=seed)
         self.transient_rate = transient_rate
         self.final_for = final_for
-        self.hang_seconds = 1.0
+        self.hang_seconds = 2.0
         self.failed_so_far: Counter[str] = Counter()
         self.injected: Counter[str] = Counter()
 
@@ -293,7 +301,7 @@ class FlakyGraph(FakeGraph):
                     return graph_error(429, 130429, "Rate limit hit", details="Cloud API message throughput reached.")
                 if kind == "500":
                     return graph_error(500, 131000, "Something went wrong", details="Something went wrong (fake).")
-                await self.sleep_unless_closed(self.hang_seconds)  # past the server's 0.3 s timeout
+                await self.sleep_unless_closed(self.hang_seconds)  # past the server's 0.8 s timeout
                 return graph_error(503, 2, "Service temporarily unavailable", details="Hung by the fake.")
         return await super()._send(record)
 
@@ -306,7 +314,9 @@ async def graph_errors(scale: int, workdir: Path) -> list[ScenarioResult]:
     closed = set(people[:2])  # these customers wrote more than 24 h ago: Meta refuses every reply
     async with FakeOpenAI(seed=5) as oai, FlakyGraph(seed=5, transient_rate=0.35, final_for=closed) as graph, \
             aiohttp.ClientSession() as http:
-        async with in_process(workdir, oai, graph, graph_timeout_seconds=0.3, retry_base_seconds=0.05,
+        # 0.8 s, not less: an honest 131047 must never miss the timeout on a busy machine (it would be
+        # retried, and the scenario counts one attempt per refused reply).
+        async with in_process(workdir, oai, graph, graph_timeout_seconds=0.8, retry_base_seconds=0.05,
                               retry_max_seconds=0.3) as srv:
             ledger = Ledger("graph")
             msgs = [ledger.new(rng.choice(people)) for _ in range(40 * scale)]
@@ -392,6 +402,28 @@ class ExclusiveLock:
             self._conn.close()
 
 
+class TablesLocked:
+    """PostgreSQL: another session holds EXCLUSIVE locks on the tables that take writes (reads go on)."""
+
+    TABLES = "inbox, outbox, conversations, contacts, commands, errors, orphan_statuses"
+
+    def __init__(self, url: str) -> None:
+        self._url = url
+        self._conn: asyncpg.Connection | None = None
+
+    async def __aenter__(self) -> TablesLocked:
+        self._conn = await asyncpg.connect(self._url)
+        await self._conn.execute(f"BEGIN; LOCK TABLE {self.TABLES} IN EXCLUSIVE MODE")
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        assert self._conn is not None
+        try:
+            await self._conn.execute("ROLLBACK")
+        finally:
+            await self._conn.close()
+
+
 async def _full_disk_phase(srv: InProcess, http: aiohttp.ClientSession, oai: FakeOpenAI, scale: int,
                            ledger: Ledger) -> tuple[bool, str]:
     """Turns are with the model, and more messages come in, while no page can be added (SQLITE_FULL)."""
@@ -405,21 +437,34 @@ async def _full_disk_phase(srv: InProcess, http: aiohttp.ClientSession, oai: Fak
     await meta.deliver(first, concurrency=4)
     await asyncio.sleep(0.1)  # their turns are waiting for the model now, and will commit into a full disk
     db = srv.repos.db
-    assert isinstance(db, SQLiteDatabase), "a full disk is simulated with SQLite's max_page_count"
-    pages = int(await db.fetchval("PRAGMA page_count") or 0)
-    await db.pragma(f"max_page_count = {pages}")
+    faults = StatementFaults()
+    if isinstance(db, SQLiteDatabase):
+        pages = int(await db.fetchval("PRAGMA page_count") or 0)
+        await db.pragma(f"max_page_count = {pages}")
+        what = "SQLITE_FULL for 1.5 s"
+    else:
+        # PostgreSQL: every write statement fails with the server's own disk_full (53100) meanwhile.
+        await faults.install(srv.repos)
+        for verb in ("insert", "update", "delete"):
+            faults.fail(verb, times=1_000_000)
+        what = "disk_full (53100) for 1.5 s"
     try:
         await meta.deliver(then, concurrency=2, gap=1.0 / len(then))
         await asyncio.sleep(0.5)
     finally:
-        await db.pragma("max_page_count = 1073741823")
+        if isinstance(db, SQLiteDatabase):
+            await db.pragma("max_page_count = 1073741823")
+        else:
+            await asyncio.to_thread(faults.clear)
     oai.latency = 0.0
-    return await meta.deliver_until_acked([*first, *then], within=30), "SQLITE_FULL for 1.5 s"
+    return await meta.deliver_until_acked([*first, *then], within=30), what
 
 
 async def _locked_phase(srv: InProcess, http: aiohttp.ClientSession, oai: FakeOpenAI, scale: int,
                         ledger: Ledger) -> tuple[bool, str]:
-    """Turns are with the model when another process takes the write lock for longer than busy_timeout (5 s)."""
+    """Turns are with the model when another process takes the write lock for longer than busy_timeout (5 s).
+
+    On PostgreSQL: another session locks the tables for longer than the writer's lock_timeout (5 s)."""
     rng = random.Random(701)
     people = customers(8, prefix="39344")
     first = [ledger.new(rng.choice(people)) for _ in range(10 * scale)]
@@ -428,7 +473,9 @@ async def _locked_phase(srv: InProcess, http: aiohttp.ClientSession, oai: FakeOp
     oai.latency = (0.5, 1.0)
     await meta.deliver(first, concurrency=4)
     await asyncio.sleep(0.15)  # their turns are waiting for the model now
-    async with ExclusiveLock(srv.repos.db.path):
+    db = srv.repos.db
+    lock = ExclusiveLock(db.path) if isinstance(db, SQLiteDatabase) else TablesLocked(db.url)  # type: ignore[attr-defined]
+    async with lock:
         # These wait the 5 s busy_timeout: the first gets a 503, the rest get through once the lock goes.
         burst = asyncio.create_task(meta.deliver(then, concurrency=4, gap=0.05))
         await asyncio.sleep(5.5)
@@ -442,7 +489,9 @@ async def database_trouble(scale: int, workdir: Path) -> list[ScenarioResult]:
     results = []
     async with FakeOpenAI(seed=7) as oai, FakeGraph(seed=7) as graph, aiohttp.ClientSession() as http:
         async with in_process(workdir, oai, graph) as srv:
-            for name, phase in (("database full (SQLITE_FULL)", "full"), ("database locked > busy_timeout", "lock")):
+            names = {"sqlite": ("database full (SQLITE_FULL)", "database locked > busy_timeout"),
+                     "postgres": ("database full (disk_full)", "tables locked > lock_timeout")}[srv.repos.db.dialect]
+            for name, phase in zip(names, ("full", "lock"), strict=True):
                 started = time.monotonic()
                 ledger = Ledger(f"db{phase}")
                 if phase == "full":

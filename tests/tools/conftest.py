@@ -1,4 +1,4 @@
-"""Fixtures for the tool tests: a real SQLite CRM under tmp_path, and a ToolContext on it."""
+"""Fixtures for the tool tests: a real CRM database (SQLite under tmp_path, or PostgreSQL), and a ToolContext on it."""
 
 from __future__ import annotations
 
@@ -15,6 +15,7 @@ from bot.persistence import Repositories
 from bot.persistence.crm import Contact
 from bot.persistence.database import Database
 from bot.tools import ToolContext
+from tests.backend import database_url_for
 
 BUSINESS = "100000000000001"
 CUSTOMER = "393330000000"
@@ -35,7 +36,7 @@ async def load_sample_catalogue(repos: Repositories) -> None:
 @pytest.fixture
 async def repos(tmp_path: Path) -> AsyncIterator[Repositories]:
     """Every repository on a fresh database, closed after the test."""
-    db = Database.create(tmp_path / "data" / "bot.db")
+    db = Database.create(database_url_for(tmp_path / "data"))
     await db.open()
     try:
         yield Repositories.on(db)

@@ -44,7 +44,10 @@ class Turns:
         repos = repos_of(self.client)
 
         async def handled() -> bool:
-            return await repos.db.fetchval("SELECT status FROM inbox WHERE wamid = $1", wamid) != "pending"
+            # The turn commits first and sends after it: wait for the reply's send too.
+            if await repos.db.fetchval("SELECT status FROM inbox WHERE wamid = $1", wamid) == "pending":
+                return False
+            return not await repos.db.fetchval("SELECT COUNT(*) FROM outbox WHERE status IN ('queued', 'sending')")
 
         await wait_until(handled, what=f"{wamid} handled")
         outputs = function_call_outputs(requests[before + 1])

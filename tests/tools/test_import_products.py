@@ -11,6 +11,7 @@ import pytest
 from bot.commands.import_products import run
 from bot.config import Config
 from bot.persistence.database import Database
+from tests.backend import config_for, env_for, query
 
 REPO = Path(__file__).resolve().parents[2]
 
@@ -28,7 +29,7 @@ async def products(config: Config) -> dict[str, tuple[str, int, int, bool]]:
 async def test_good_rows_are_imported_and_bad_rows_reported_by_line(
     tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    config = Config(data_dir=tmp_path / "data")
+    config = config_for(tmp_path / "data")
     csv_file = tmp_path / "catalogue.csv"
     csv_file.write_text(
         "sku,name,description,price,currency,stock,active,colour\n"
@@ -76,12 +77,12 @@ async def test_unusable_files_exit_1(
 ) -> None:
     csv_file = tmp_path / "bad.csv"
     csv_file.write_text(content, encoding="utf-8")
-    assert await run(Config(data_dir=tmp_path / "data"), [str(csv_file)]) == 1
+    assert await run(config_for(tmp_path / "data"), [str(csv_file)]) == 1
     assert message in capsys.readouterr().err
 
 
 async def test_missing_and_non_utf8_files_exit_1(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
-    config = Config(data_dir=tmp_path / "data")
+    config = config_for(tmp_path / "data")
     assert await run(config, [str(tmp_path / "nope.csv")]) == 1
     assert "does not exist" in capsys.readouterr().err
     latin = tmp_path / "latin.csv"
@@ -93,8 +94,8 @@ async def test_missing_and_non_utf8_files_exit_1(tmp_path: Path, capsys: pytest.
 def test_the_sample_catalogue_imports_through_run_py(tmp_path: Path) -> None:
     result = subprocess.run(
         [sys.executable, "run.py", "import-products", "bot/samples/sample_products.csv", "--data-dir", str(tmp_path)],
-        cwd=REPO, capture_output=True, text=True, timeout=60, check=False,
+        cwd=REPO, capture_output=True, text=True, timeout=60, check=False, env=env_for(tmp_path),
     )
     assert result.returncode == 0, result.stderr
     assert "imported 15 products" in result.stdout
-    assert (tmp_path / "bot.db").exists()
+    assert query(tmp_path, "SELECT COUNT(*) AS n FROM products") == [{"n": 15}]

@@ -12,6 +12,9 @@ from typing_extensions import TypedDict
 from bot.tools import Tool, ToolConfigError, ToolContext, ToolRegistry, tool
 from bot.tools.schema import parse_docstring
 
+# Nothing here opens a database: the PostgreSQL half of the suite leaves these to the SQLite half.
+pytestmark = pytest.mark.no_database
+
 
 class Line(TypedDict):
     """One line."""

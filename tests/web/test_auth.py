@@ -15,12 +15,12 @@ from aiohttp.test_utils import TestClient
 from yarl import URL
 
 from bot.commands import add_user
-from bot.config import Config
 from bot.persistence.database import Database
 from bot.persistence.users import UserRepo
 from bot.web.access import Attempt, LoginThrottle, client_ip, hash_password, parse_networks, verify_password
 from bot.web.auth import SESSION_COOKIE
 from bot.web.keys import ACCESS
+from tests.backend import config_for
 from tests.conftest import API_TOKEN, ClientFactory
 from tests.helpers import repos_of
 from tests.web.helpers import ADMIN_PASSWORD, admin, another_browser, csrf_in, post_form, settings_form, sign_in
@@ -471,7 +471,7 @@ def test_password_hashes_are_salted_and_verified() -> None:
 async def test_add_user_command(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     import io
 
-    config = Config(data_dir=tmp_path / "data")
+    config = config_for(tmp_path / "data")
     monkeypatch.setattr("sys.stdin", io.StringIO("a-good-password\n"))
     assert await add_user.run(config, ["paola", "--role", "admin", "--password-stdin"]) == 0
     monkeypatch.setattr("sys.stdin", io.StringIO("a-good-password\n"))

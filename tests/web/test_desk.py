@@ -78,8 +78,11 @@ async def test_tabs_counts_and_the_plan_of_every_filter(client: TestClient, fake
     bad = await client.get("/api/conversations", params={"tab": "everything"}, headers=AUTH)
     assert bad.status == 400 and "needs_human" in (await bad.json())["error"]
 
-    # Each tab's first page is read through an index in list order: no sort of the whole table.
+    # Each tab's first page is read through an index in list order: no sort of the whole table. The
+    # plans are SQLite's (on PostgreSQL, a table this small is read whole, rightly).
     repos = repos_of(client)
+    if repos.db.dialect != "sqlite":
+        return
     indexes = {"all": "conversations_desk", "needs_human": "conversations_paused", "test": "conversations_desk",
                "paused": "conversations_paused", "mine": "conversations_assigned",
                "unassigned": "conversations_assigned", "failed": "conversations_desk"}

@@ -4,6 +4,8 @@ CREATE TABLE events (
     id INTEGER PRIMARY KEY AUTOINCREMENT,
     kind TEXT NOT NULL,
     payload TEXT NOT NULL,
-    created_at REAL NOT NULL
+    created_at REAL NOT NULL,
+    token TEXT  -- finds the event again in its own unit, to queue its deliveries
 );
 CREATE INDEX events_created ON events (created_at);
+CREATE UNIQUE INDEX events_token ON events (token);
