@@ -93,7 +93,8 @@ async def test_two_workers_never_deliver_one_event_twice_and_failures_show(
     csrf = await admin(client)
     receiver.secret = await add_endpoint(client, csrf, receiver.url, "order.created", "order.confirmed")
     repos = repos_of(client)
-    await repos.db.write([s for n in range(30) for s in event_stmts("order.created", {"order_id": n, "code": f"ORD-{n:06d}"})])
+    await repos.db.write([s for n in range(30)
+                          for s in event_stmts("order.created", {"order_id": n, "code": f"ORD-{n:06d}"})])
     delivery = client.app[EVENT_DELIVERY]
     session = aiohttp.ClientSession()
     try:
