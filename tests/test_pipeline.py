@@ -304,3 +304,31 @@ async def test_model_timeouts_are_retried(
     await post_webhook(client, text_message("wamid.TO1", PHONE, "ci sei?"))
     await fake_graph.wait_for_sent(1)
     assert fake_graph.texts() == ["dopo l'attesa"]
+
+
+async def test_a_turn_whose_messages_were_closed_meanwhile_sends_nothing(make_client: ClientFactory,
+                                                                         fake_openai: FakeOpenAI,
+                                                                         fake_graph: FakeGraph) -> None:
+    # Another process (or a retried write that had committed after all) closed the turn's rows while
+    # the model was thinking: the turn's write is fenced, so its reply is never queued nor sent.
+    client = await make_client()
+    thinking, release = asyncio.Event(), asyncio.Event()
+
+    async def slow(body: dict[str, Any]) -> Reply:
+        thinking.set()
+        await release.wait()
+        return Reply("the answer that must not be sent")
+
+    fake_openai.responder = slow
+    await post_webhook(client, text_message("wamid.F1", "393330000101", "hello"))
+    await asyncio.wait_for(thinking.wait(), 10)
+    closed = await repos_of(client).db.execute("UPDATE inbox SET status = 'done' WHERE wamid = 'wamid.F1'")
+    assert closed == 1
+    release.set()
+    fake_openai.responder = None
+    await post_webhook(client, text_message("wamid.F2", "393330000101", "still there?"))
+    await wait_handled(client, 2)
+    await wait_sent(client, 1)
+    assert not [t for t in fake_graph.texts() if "must not be sent" in t]
+    assert len(fake_graph.texts()) == 1
+    assert await repos_of(client).db.fetchval("SELECT COUNT(*) FROM outbox") == 1  # the next turn's reply only

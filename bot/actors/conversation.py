@@ -158,6 +158,11 @@ class _Pending:
     answers: bool = False  # a reply to the customer's message (its turn began inside the window)
 
 
+class _Superseded(Exception):
+    """The turn's rows were closed meanwhile (another process answered them, or a retried write had
+    committed after all): its write was undone, and the conversation is read again."""
+
+
 @dataclass(slots=True)
 class _Unit:
     """One turn's writes, committed together: how its inbox rows close, what it queues, anything else."""
@@ -373,6 +378,8 @@ class ConversationActor(Actor[ConversationKey]):
                 return await self._answer(batch, settings, memo)
             except asyncio.CancelledError:
                 raise  # shutting down: the rows stay pending and are replayed at start-up
+            except _Superseded:
+                return "superseded"
             except AIError as exc:
                 kind, reason, retryable = exc.kind, str(exc), exc.retryable
             except SendError as exc:
@@ -662,7 +669,11 @@ class ConversationActor(Actor[ConversationKey]):
         _, contact = await self._state()
         ids = [s.inbox_id for s in batch]
         now = time.time()
-        stmts = [*unit.stmts, inbox_sql.close_stmt(ids, unit.status, error=unit.error, now=now)]
+        # First, the fence: every row of the turn is still pending, or nothing of it is written. Within
+        # a process the actor is the only one to close them; across processes it is the lock's holder,
+        # and this keeps a process that lost its lock (but not yet its turn) from answering twice.
+        stmts = [*([inbox_sql.fence_stmt(ids)] if ids else []), *unit.stmts,
+                 inbox_sql.close_stmt(ids, unit.status, error=unit.error, now=now)]
         first = len(stmts)
         stmts += outbox_sql.enqueue_stmts(self.key, unit.messages, author=unit.author,
                                           reply_to_inbox_id=ids[-1] if ids else None, now=now)
@@ -671,7 +682,15 @@ class ConversationActor(Actor[ConversationKey]):
             stmts.append(Stmt("UPDATE contacts SET language = $1, updated_at = $2 WHERE id = $3",
                               (new.language, now, contact.id)))
         # The model has answered: a storage failure now retries the write, never the question.
-        results = await self._write(stmts)
+        try:
+            results = await self._write(stmts)
+        except Conflict as exc:
+            log.warning("turn_superseded", reason=str(exc), messages=len(ids))
+            self.conv = self.contact = None
+            # A write that committed before its connection failed has queued our replies: a Wake sends
+            # them (and picks up whatever is still pending).
+            self.push_front([Wake()])
+            raise _Superseded from exc
         self.conv = new
         if self.contact is not None and new.language != contact.language:
             self.contact = replace(contact, language=new.language)

@@ -108,6 +108,12 @@ def new_rows(messages: Sequence[InboundMessage], results: Sequence[Any], *, now:
     return stored
 
 
+def fence_stmt(ids: Sequence[int]) -> Stmt:
+    """Compare-and-set: every row is still pending (the unit that carries it is undone otherwise)."""
+    return Stmt(f"UPDATE inbox SET attempts = attempts WHERE status = 'pending' AND id IN ({marks(len(ids), 1)})",
+                tuple(ids), expect=len(ids))
+
+
 def close_stmt(ids: Sequence[int], status: str, *, error: str | None = None, now: float | None = None) -> Stmt:
     """Close pending rows: 'done' (answered), 'ignored' (no reply by rule) or 'failed' (with the reason)."""
     return Stmt(

@@ -129,8 +129,13 @@ async def test_the_thread_shows_the_buttons_and_the_list_that_were_offered(make_
                                           author="ai")
     client.app[REGISTRY].tell(key, Wake())  # as the actor would after a turn: it sends them
     await fake_graph.wait_until(lambda: len(fake_graph.interactives()) == 2, what="the two interactive sends")
-    thread = await (await client.get(f"/api/conversations/{GIULIA}/messages", headers=AUTH)).json()
-    offered = [m for m in thread["messages"] if m["kind"] == "interactive"]
+
+    async def offered_once_sent() -> list[dict[str, Any]] | None:  # the ack is stored just after Graph answers
+        thread = await (await client.get(f"/api/conversations/{GIULIA}/messages", headers=AUTH)).json()
+        offered = [m for m in thread["messages"] if m["kind"] == "interactive"]
+        return offered if all(m["status"] != "queued" and m["status"] != "sending" for m in offered) else None
+
+    offered = await wait_until(offered_once_sent, what="both sends acknowledged")
     assert [m["body"]["type"] for m in offered] == ["button", "list"]
     assert [b["reply"]["title"] for b in offered[0]["body"]["action"]["buttons"]] == ["Espresso", "Moka"]
     assert offered[1]["body"]["action"]["sections"][0]["rows"][0]["description"] == "per moka"
