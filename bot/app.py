@@ -30,13 +30,15 @@ from bot.actors.conversation import (
 from bot.actors.costs import Costs
 from bot.actors.ingest import Ingest
 from bot.actors.media import MediaReader
-from bot.actors.registry import Registry
+from bot.actors.registry import Actors, Registry
 from bot.actors.takeover import Takeover
 from bot.ai.engine import AISettings, Engine, Usage
 from bot.ai.keycheck import KeyChecker
 from bot.ai.knowledge import KnowledgeBase
 from bot.backoff import Backoff
 from bot.buildinfo import collect_build_info
+from bot.cluster.node import Node
+from bot.cluster.registry import ClusterRegistry
 from bot.config import Config
 from bot.domain.conversation import ConversationKey
 from bot.integrations.webhooks import EventDelivery
@@ -45,6 +47,8 @@ from bot.persistence import Repositories
 from bot.persistence.conversations import Conversation
 from bot.persistence.crm import Contact
 from bot.persistence.database import Database
+from bot.persistence.postgres import PostgresDatabase
+from bot.readiness import Lifecycle
 from bot.secrets import SecretBox
 from bot.stored_settings import StoredSettings
 from bot.tools import ToolContext, TurnActions, load_tools
@@ -56,6 +60,7 @@ from bot.web.keys import (
     ACCESS,
     ADMISSION,
     BUILD,
+    CLUSTER,
     CONFIG,
     COSTS,
     DATABASE,
@@ -65,6 +70,7 @@ from bot.web.keys import (
     INGEST,
     KEY_CHECKER,
     KNOWLEDGE,
+    LIFECYCLE,
     LIVE,
     METRICS,
     REGISTRY,
@@ -105,6 +111,25 @@ async def database_ctx(app: web.Application) -> AsyncIterator[None]:
     await db.close()
 
 
+async def cluster_ctx(app: web.Application) -> AsyncIterator[None]:
+    """On PostgreSQL, this process is one of several: conversation locks, the bus, the shared send rate."""
+    db = app[DATABASE]
+    if not isinstance(db, PostgresDatabase):
+        app[CLUSTER] = None
+        yield
+        return
+    node = Node(db, send_rate=app[CONFIG].send_rate)
+    await node.open()
+    app[CLUSTER] = node
+    live = app[LIVE]
+    live.relay = node.bus.live  # what this process publishes, the others' operators see too
+    node.bus.on_live = live.received
+    node.on_lost(lambda: app[LIFECYCLE].shutdown())
+    log.info("cluster_joined", node=node.bus.node)
+    yield
+    await node.close()
+
+
 async def settings_ctx(app: web.Application) -> AsyncIterator[None]:
     """What turns run with: the settings page's values over the environment's, read each turn."""
     repos = app[REPOS]
@@ -122,9 +147,11 @@ async def clients_ctx(app: web.Application) -> AsyncIterator[None]:
     metrics = app[METRICS]
     session = aiohttp.ClientSession()
     app[HTTP] = session
+    node = app[CLUSTER]
     app[SENDER] = WhatsAppClient(session=session, api_base=config.whatsapp_api_base,
                                  access_token=config.whatsapp_access_token, send_rate=config.send_rate,
-                                 timeout=config.graph_timeout_seconds)
+                                 timeout=config.graph_timeout_seconds,
+                                 limiter=node.rate if node is not None else None)
     engine = Engine(tools=CountingTools(app[TOOLS], metrics), max_concurrent=config.max_concurrent_ai,
                     backoff=_backoff(config), timeout_seconds=config.openai_timeout_seconds,
                     max_tool_rounds=config.max_tool_rounds, on_model_call=metrics.model_latency.observe)
@@ -145,7 +172,8 @@ async def knowledge_ctx(app: web.Application) -> AsyncIterator[None]:
     knowledge = KnowledgeBase(store=repos.knowledge, folder=app[CONFIG].data_dir / "kb",
                               client=app[ENGINE].client, ai_settings=ai_settings,
                               on_change=app[STORED_SETTINGS].invalidate,
-                              on_failure=lambda reason: repos.errors.record("kb_failed", reason))
+                              on_failure=lambda reason: repos.errors.record("kb_failed", reason),
+                              exclusive=node.exclusive if (node := app[CLUSTER]) is not None else None)
     await knowledge.resume()
     app[KNOWLEDGE] = knowledge
     yield
@@ -211,6 +239,7 @@ def _conversation_deps(app: web.Application) -> ConversationDeps:
         idle_seconds=config.actor_idle_seconds,
         events=events,
         detail_of=message_detail,
+        shared=app[CLUSTER] is not None,
     )
 
 
@@ -236,20 +265,32 @@ async def actors_ctx(app: web.Application) -> AsyncIterator[None]:
     def factory(key: ConversationKey, on_exit: Callable[[Actor[ConversationKey]], None]) -> ConversationActor:
         return ConversationActor(key, deps, on_exit)
 
-    registry: Registry[ConversationKey] = Registry(factory)
+    local: Registry[ConversationKey] = Registry(factory)
+    node = app[CLUSTER]
+    cluster = ClusterRegistry(local, db=repos.db, ownership=node.ownership, bus=node.bus) if node else None
+    registry: Actors = cluster or local
     app[REGISTRY] = registry
     app[INGEST] = Ingest(db=repos.db, tell=registry.tell, metrics=app[METRICS], notify=app[LIVE].publish)
     app[TAKEOVER] = Takeover(repos=repos, tell=registry.tell)
     app[METRICS].bind_gauges(lambda: registry.live)
-    # Start-up replay: sends interrupted mid-flight are never repeated; queued sends and commands
-    # are picked up by their actors; pending customer messages are told again in arrival order.
-    interrupted = await repos.outbox.interrupted_to_unknown()
-    for key in {*await repos.outbox.queued_conversations(), *await repos.commands.waiting()}:
-        registry.tell(key, Wake())
-    pending = await repos.inbox.pending()
-    for row in pending:
-        registry.tell(row.key, Inbound(row.stored(message_detail)))
-    log.info("server_started", replayed=len(pending), interrupted_sends=interrupted)
+    if node is not None and cluster is not None:
+        # Several processes: no global replay. Each conversation's leftovers (interrupted sends marked
+        # `unknown`, queued sends, commands, pending messages) are picked up by whoever takes its lock,
+        # so two processes starting together never answer the same message twice.
+        node.on_lost(cluster.give_up)
+        cluster.start()
+        taken = await cluster.sweep(grace=0.0)
+        log.info("server_started", mode="cluster", conversations_taken=taken)
+    else:
+        # Start-up replay: sends interrupted mid-flight are never repeated; queued sends and commands
+        # are picked up by their actors; pending customer messages are told again in arrival order.
+        interrupted = await repos.outbox.interrupted_to_unknown()
+        for key in {*await repos.outbox.queued_conversations(), *await repos.commands.waiting()}:
+            registry.tell(key, Wake())
+        pending = await repos.inbox.pending()
+        for row in pending:
+            registry.tell(row.key, Inbound(row.stored(message_detail)))
+        log.info("server_started", replayed=len(pending), interrupted_sends=interrupted)
     yield
     await registry.stop_all(config.shutdown_timeout_seconds)
 
@@ -281,6 +322,7 @@ async def template_sync_ctx(app: web.Application) -> AsyncIterator[None]:
 
 async def close_live_streams(app: web.Application) -> None:
     """Open event streams would otherwise hold the shutdown until their keep-alive timeout."""
+    app[LIFECYCLE].draining = True  # /healthz says so: a load balancer sends the next requests elsewhere
     app[LIVE].close()
 
 
@@ -289,6 +331,7 @@ def build_app(config: Config) -> web.Application:
     app = web.Application(client_max_size=webhooks.MAX_BODY)
     app[CONFIG] = config
     app[STARTED_AT] = time.time()
+    app[LIFECYCLE] = Lifecycle()
     app[METRICS] = Metrics()
     app[LIVE] = LiveHub()
     app[TEMPLATES] = make_templates()
@@ -300,8 +343,8 @@ def build_app(config: Config) -> web.Application:
     # Default deny: every request passes the sign-in check before any handler (public routes excepted).
     app.middlewares.append(auth.auth_middleware)
     app.on_shutdown.append(close_live_streams)
-    app.cleanup_ctx.extend([database_ctx, settings_ctx, clients_ctx, knowledge_ctx, operator_web_ctx, costs_ctx,
-                            actors_ctx])
+    app.cleanup_ctx.extend([database_ctx, cluster_ctx, settings_ctx, clients_ctx, knowledge_ctx, operator_web_ctx,
+                            costs_ctx, actors_ctx])
     # After the actors: both jobs stop first at shutdown, while the database and HTTP session are still open.
     app.cleanup_ctx.extend([event_delivery_ctx, template_sync_ctx])
     for module in (webhooks, api, order_pages, metrics_routes, inbox, auth, settings_page, diagnostics, desk):

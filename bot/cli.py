@@ -21,7 +21,7 @@ from bot.config import Config, ConfigError
 from bot.logs import configure_logging
 from bot.persistence.database import DatabaseUnavailable
 from bot.tools import ToolConfigError
-from bot.web.keys import STORED_SETTINGS
+from bot.web.keys import LIFECYCLE, STORED_SETTINGS
 
 log = structlog.get_logger("bot")
 
@@ -80,13 +80,15 @@ async def start_server(app: web.Application, config: Config) -> web.AppRunner:
 async def serve(config: Config) -> None:
     """Run until SIGTERM or SIGINT, then stop gracefully."""
     app = build_app(config)
+    stop = asyncio.Event()
+    # A process that lost its place among several (its lock connection died) stops as if told to.
+    app[LIFECYCLE].shutdown = stop.set
     runner = await start_server(app, config)
     # After setup: the settings page's stored key (in the database, now open) counts too.
     for problem in await readiness.check(config, app[STORED_SETTINGS]):
         log.warning("setting_missing", setting=problem.setting, effect=problem.effect, fix=problem.fix)
     tune_gc()
     log.info("listening", url=f"http://{config.host}:{config.port}", data_dir=str(config.data_dir))
-    stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(sig, stop.set)

@@ -4,10 +4,19 @@ what does not work, and how to fix it. Logged at start-up and shown on /ai-diagn
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from collections.abc import Callable
+from dataclasses import dataclass, field
 
 from bot.config import Config
 from bot.stored_settings import StoredSettings
+
+
+@dataclass(slots=True)
+class Lifecycle:
+    """Is this process taking work? Read by /healthz; `shutdown` asks the process to stop (set by `serve`)."""
+
+    draining: bool = False
+    shutdown: Callable[[], None] = field(default=lambda: None)
 
 
 @dataclass(frozen=True, slots=True)

@@ -10,6 +10,9 @@ from bot.domain.conversation import Address, ChannelSender, ConversationKey, Out
 class LocalChannel:
     """The test chat: a reply is "delivered" by being stored, and the inbox page shows it. Nothing leaves."""
 
+    async def pace(self, key: ConversationKey) -> None:
+        """No rate to keep."""
+
     async def send(self, key: ConversationKey, to: Address, message: OutboundMessage) -> str:
         """Accept the message at once; its id only has to be unique."""
         return f"local.{secrets.token_hex(8)}"

@@ -145,6 +145,9 @@ class ConversationDeps:
     events: ConversationEvents = field(default_factory=ConversationEvents)
     # Reads a stored payload's details (edits, orders…) for rows replayed from the inbox.
     detail_of: Callable[[dict[str, Any]], MessageDetail | None] = _no_detail
+    # Several processes store this conversation's messages: a turn reads what is pending, so that a
+    # message another process stored first is answered first, not after one told to us directly.
+    shared: bool = False
 
 
 @dataclass(slots=True)
@@ -354,6 +357,8 @@ class ConversationActor(Actor[ConversationKey]):
             self._fold(batch)
             if any(_is_human(m) for m in self.queued()):
                 await self._wake(pick_up=False)  # a person stepped in before we began: their action comes first
+            if self.deps.shared:
+                await self._join_stored(batch)
             conv, _ = await self._state()
             started = time.monotonic()
             with structlog.contextvars.bound_contextvars(session_id=conv.session_id):
@@ -367,6 +372,25 @@ class ConversationActor(Actor[ConversationKey]):
             # The reaction said "working on it": take it back now that the reply has gone.
             await self._signal(self.deps.channels.for_key(self.key).react(
                 self.key, _address(self.conv), batch[-1].message.wamid, ""))
+
+    async def _join_stored(self, batch: list[StoredInbound]) -> None:
+        """Add the pending messages other processes stored (and only told us of by a Wake), in arrival order."""
+        have = {s.inbox_id for s in batch} | {m.stored.inbox_id for m in self.queued() if isinstance(m, Inbound)}
+        last = max(s.inbox_id for s in batch)
+        # Those stored before our last one come first; later ones wait for the Wake that tells of them.
+        earlier = [r.stored(self.deps.detail_of) for r in await self.deps.repos.inbox.pending(self.key)
+                   if r.id not in have and r.id < last]
+        if not earlier:
+            return
+        merged = sorted([*batch, *earlier], key=lambda s: s.inbox_id)
+        chars, keep = 0, 0
+        for stored in merged:
+            chars += len(stored.message.text or "")
+            if keep and (keep >= MAX_BURST_MESSAGES or chars > MAX_TURN_CHARS):
+                break
+            keep += 1
+        batch[:] = merged[:keep]
+        self.push_front([Inbound(s) for s in merged[keep:]])  # the next turn, still in order
 
     async def _supervised(self, batch: list[StoredInbound], settings: RuntimeSettings) -> str:
         attempt = 0
@@ -745,6 +769,7 @@ class ConversationActor(Actor[ConversationKey]):
         first_try = time.monotonic()
         while True:
             attempt += 1
+            await channel.pace(self.key)  # waiting for the send rate is not "sending": a crash here resends
             try:
                 await self._write([outbox_sql.sending_stmt(row.id)])
             except Conflict:

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import Callable, Hashable
-from typing import Any, Generic, TypeVar
+from typing import Any, Generic, Protocol, TypeVar
 
 import structlog
 
@@ -13,6 +13,21 @@ from bot.actors.base import Actor, Stop
 log = structlog.get_logger("bot.actors")
 
 K = TypeVar("K", bound=Hashable)
+
+
+class Actors(Protocol):
+    """What the rest of the server sees of a registry: this one, or the cluster's (bot/cluster/registry.py)."""
+
+    def tell(self, key: Any, message: Any) -> None: ...
+
+    def tell_all(self, message: Any) -> None: ...
+
+    def get(self, key: Any) -> Actor[Any] | None: ...
+
+    @property
+    def live(self) -> int: ...
+
+    async def stop_all(self, timeout: float) -> None: ...
 
 
 class Registry(Generic[K]):

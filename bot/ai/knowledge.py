@@ -13,6 +13,7 @@ import os
 import secrets
 import time
 from collections.abc import Awaitable, Callable, Sequence
+from contextlib import AbstractAsyncContextManager
 from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any, Protocol
@@ -30,6 +31,7 @@ log = structlog.get_logger("bot.knowledge")
 
 MAX_PDF_BYTES = 50 * 1024 * 1024
 MODES = ("openai", "local")
+INDEX_JOB = "knowledge-index"  # the cluster-wide job lock's name
 # Fewer readable characters than this in the whole file means a scan or an empty document.
 MIN_TEXT_CHARS = 20
 MAX_SEARCH_RESULTS = 5
@@ -132,6 +134,7 @@ class KnowledgeBase:
         on_failure: Callable[[str], Awaitable[None]] | None = None,
         poll_interval_ms: int = 1000,
         max_wait_seconds: float = 900.0,
+        exclusive: Callable[[str], AbstractAsyncContextManager[None]] | None = None,
     ) -> None:
         self._store = store
         self.folder = folder
@@ -144,6 +147,8 @@ class KnowledgeBase:
         self._tasks: set[asyncio.Task[None]] = set()
         self._current: asyncio.Task[None] | None = None
         self._lock = asyncio.Lock()
+        # With several processes: the indexing runs in one of them at a time (bot/cluster/ownership.py).
+        self._exclusive = exclusive
 
     # Life cycle
 
@@ -265,9 +270,25 @@ class KnowledgeBase:
         self._current = task
 
     async def _index(self) -> None:
+        if self._exclusive is None:
+            await self._index_current()
+            return
+        async with self._exclusive(INDEX_JOB):
+            doc = await self._store.get()
+            # Another process may have finished it while we waited for the job's lock.
+            if doc is None or doc.status != "processing":
+                return
+            if not (self.folder / doc.stored_name).exists():
+                # Uploaded to another process whose data directory is not shared: that one indexes it.
+                log.info("knowledge_file_elsewhere", filename=doc.filename)
+                return
+            await self._index_current()
+
+    async def _index_current(self) -> None:
         doc = await self._store.get()
         if doc is None:
             return
+        started = doc
         try:
             settings = await self._ai_settings()
             await self._drop_openai(doc, settings)
@@ -287,6 +308,10 @@ class KnowledgeBase:
         except Exception as exc:
             log.exception("knowledge_indexing_crashed")
             doc = replace(doc, status="failed", error=f"Indexing stopped unexpectedly: {type(exc).__name__}: {exc}")
+        now = await self._store.get()
+        if now is not None and (now.sha256, now.uploaded_at) != (started.sha256, started.uploaded_at):
+            log.info("knowledge_indexing_outdated", filename=doc.filename)  # a newer upload replaced it meanwhile
+            return
         await self._store.put(doc)
         self._on_change()
         log.info("knowledge_indexed", filename=doc.filename, mode=doc.mode, status=doc.status, error=doc.error)

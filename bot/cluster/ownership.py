@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import asyncio
 import hashlib
-from collections.abc import Awaitable, Callable, Iterable
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterable
+from contextlib import asynccontextmanager, suppress
 from typing import Any
 
 import structlog
@@ -14,6 +15,11 @@ from bot.domain.conversation import ConversationKey
 log = structlog.get_logger("bot.cluster")
 
 Connect = Callable[[], Awaitable[Any]]  # an asyncpg connection, with the database's URL and settings
+
+# The lock connection is checked this often: a connection that died silently (a network partition,
+# not a closed socket) is noticed within about PING_SECONDS + its command timeout.
+PING_SECONDS = 2.0
+JOB_POLL_SECONDS = 1.0
 
 
 def lock_id(key: ConversationKey) -> int:
@@ -32,7 +38,10 @@ class Ownership:
         self._class = 0
         self._jobs = 0
         self._lock = asyncio.Lock()  # one statement at a time on the connection
+        self._job_locks: dict[str, asyncio.Lock] = {}  # advisory locks are re-entrant within a session
+        self._pinger: asyncio.Task[None] | None = None
         self.closing = False
+        self.lost = False
 
     async def open(self) -> None:
         """Connect; the lock class is per schema, so installations sharing a database never collide."""
@@ -41,12 +50,35 @@ class Ownership:
         self._class = int(await self._conn.fetchval("SELECT hashtext('bot-conversations:' || current_schema())"))
         self._jobs = int(await self._conn.fetchval("SELECT hashtext('bot-jobs:' || current_schema())"))
         self._conn.add_termination_listener(self._terminated)
+        self._pinger = asyncio.get_running_loop().create_task(self._ping(), name="cluster-ownership-ping")
+
+    @property
+    def backend_pid(self) -> int:
+        """The PostgreSQL backend that holds our locks (pg_stat_activity.pid)."""
+        return int(self._conn.get_server_pid())
 
     def _terminated(self, _conn: Any) -> None:
-        if not self.closing:
-            # Every lock this process held is gone: another process may run our conversations now.
-            log.error("ownership_connection_lost")
-            self._on_lost()
+        self._lose("the lock connection closed")
+
+    def _lose(self, reason: str) -> None:
+        if self.closing or self.lost:
+            return
+        # Every lock this process held is gone: another process may run our conversations now.
+        self.lost = True
+        log.error("ownership_connection_lost", reason=reason)
+        self._on_lost()
+
+    async def _ping(self) -> None:
+        while not self.closing:
+            await asyncio.sleep(PING_SECONDS)
+            try:
+                async with self._lock:
+                    await self._conn.fetchval("SELECT 1")
+            except asyncio.CancelledError:
+                raise
+            except Exception as exc:
+                self._lose(f"{type(exc).__name__}: {exc}")
+                return
 
     async def claim(self, keys: Iterable[ConversationKey]) -> set[ConversationKey]:
         """Try to take these conversations' locks without waiting; returns those now held."""
@@ -80,8 +112,27 @@ class Ownership:
         async with self._lock:
             await self._conn.execute("SELECT pg_advisory_unlock($1, hashtext($2))", self._jobs, name)
 
+    @asynccontextmanager
+    async def exclusive(self, name: str) -> AsyncIterator[None]:
+        """Run a block as the cluster's only runner of job `name`: waits (polling) while another process has it."""
+        local = self._job_locks.setdefault(name, asyncio.Lock())
+        async with local:
+            # The holder may be another process: there is nothing to wait on but the lock itself.
+            while not await self.job(name):  # noqa: ASYNC110
+                await asyncio.sleep(JOB_POLL_SECONDS)
+            try:
+                yield
+            finally:
+                with suppress(Exception):  # a lost connection has released it already
+                    await self.done(name)
+
     async def close(self) -> None:
         """Disconnect: PostgreSQL releases every lock this session held."""
         self.closing = True
+        if self._pinger is not None:
+            self._pinger.cancel()
+            with suppress(asyncio.CancelledError):
+                await self._pinger
         if self._conn is not None:
-            await self._conn.close()
+            with suppress(Exception):
+                await self._conn.close()

@@ -14,10 +14,10 @@ from bot.persistence.database import Database, Stmt
 
 _LEASE = (
     "INSERT INTO send_buckets (phone_number_id, tokens, updated_at) "
-    "VALUES ($1, $2 - $3, extract(epoch from clock_timestamp())) "
+    "VALUES ($1, $2::float8 - $3::float8, extract(epoch from clock_timestamp())) "
     "ON CONFLICT (phone_number_id) DO UPDATE SET "
-    "tokens = LEAST($2, send_buckets.tokens + (extract(epoch from clock_timestamp()) - send_buckets.updated_at) * $4)"
-    " - $3, updated_at = extract(epoch from clock_timestamp()) RETURNING tokens"
+    "tokens = LEAST($2::float8, send_buckets.tokens + (extract(epoch from clock_timestamp()) - send_buckets.updated_at)"
+    " * $4::float8) - $3::float8, updated_at = extract(epoch from clock_timestamp()) RETURNING tokens"
 )
 
 

@@ -99,6 +99,12 @@ class ClusterRegistry:
         """Conversations this process holds the lock of."""
         return len(self._owned)
 
+    def give_up(self) -> None:
+        """Our locks are gone (the lock connection died): take no more work, another process has it now."""
+        self.closing = True
+        for task in self._tasks:
+            task.cancel()
+
     async def stop_all(self, timeout: float) -> None:
         """Drain: take no new work, let the actors finish what they hold, then give every lock back."""
         self.closing = True
@@ -109,6 +115,7 @@ class ClusterRegistry:
                 await task
         await self.local.stop_all(timeout)
         owned, self._owned = list(self._owned), set()
+        log.info("conversations_handed_back", count=len(owned))
         with suppress(Exception):  # closing the ownership connection releases them anyway
             await self._ownership.release(owned)
 
@@ -182,9 +189,14 @@ class ClusterRegistry:
             except Exception as exc:
                 log.warning("sweep_failed", error=str(exc))
 
-    async def sweep(self) -> int:
-        """Claim work that waits with nobody on it (a dead process's, or a lost notification's); returns how many."""
-        rows = await self._db.fetch(_UNCLAIMED, time.time() - SWEEP_GRACE_SECONDS, SWEEP_LIMIT)
+    async def sweep(self, *, grace: float = SWEEP_GRACE_SECONDS) -> int:
+        """Claim work that waits with nobody on it (a dead process's, or a lost notification's); returns how many.
+
+        `grace`: work younger than this is left to the process that stored it (0 at start-up).
+        """
+        if self.closing:
+            return 0
+        rows = await self._db.fetch(_UNCLAIMED, time.time() - grace, SWEEP_LIMIT)
         keys = {ConversationKey(r[0], r[1]) for r in rows}
         idle_here = [k for k in keys if k in self._owned and _idle(self.local.get(k))]
         for key in idle_here:  # ours, but its actor did not hear of it: a notification was lost

@@ -207,6 +207,10 @@ class OutboundMessage:
 class ChannelSender(Protocol):
     """How a conversation's actor reaches its customer. WhatsApp is one; the local test chat another."""
 
+    async def pace(self, key: ConversationKey) -> None:
+        """Wait for the channel's send rate to allow one more message (before the row is marked sending)."""
+        ...
+
     async def send(self, key: ConversationKey, to: Address, message: OutboundMessage) -> str:
         """Deliver one message; returns the channel's id for it. Raises SendError."""
         ...

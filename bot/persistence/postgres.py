@@ -21,6 +21,7 @@ fails (see `_run_group`) was the change that paid: 1.2 to 2 times the units per 
 from __future__ import annotations
 
 import asyncio
+import os
 import time
 import urllib.parse
 from collections.abc import AsyncIterator, Sequence
@@ -159,14 +160,19 @@ class PostgresDatabase(Database):
     def _settings(self, role: str) -> dict[str, str]:
         """Session settings, unless the URL sets them itself (`?lock_timeout=…&application_name=…`)."""
         given = urllib.parse.parse_qs(urllib.parse.urlsplit(self.url).query)
-        settings = {"lock_timeout": str(LOCK_TIMEOUT_MS), "application_name": f"bot {role}"}
+        # The pid says which server process a session is, in pg_stat_activity and pg_locks.
+        settings = {"lock_timeout": str(LOCK_TIMEOUT_MS), "application_name": f"bot {role} {os.getpid()}"}
         return {k: v for k, v in settings.items() if k not in given}
 
     async def _connect(self) -> asyncpg.Connection:
+        return await self.connect("writer")
+
+    async def connect(self, role: str) -> asyncpg.Connection:
+        """A connection of its own (the cluster's locks and notifications), named `bot <role>` in pg_stat_activity."""
         try:
             conn: asyncpg.Connection = await asyncpg.connect(
                 self.url, timeout=CONNECT_TIMEOUT_SECONDS, command_timeout=COMMAND_TIMEOUT_SECONDS,
-                server_settings=self._settings("writer"))
+                server_settings=self._settings(role))
         except Exception as exc:
             if _is_unavailable(exc) or isinstance(exc, asyncpg.PostgresError):
                 raise DatabaseUnavailable(f"cannot connect to PostgreSQL at {self.description}: "

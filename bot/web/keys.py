@@ -9,17 +9,19 @@ from aiohttp import web
 from bot.actors.admission import Admission
 from bot.actors.costs import Costs
 from bot.actors.ingest import Ingest
-from bot.actors.registry import Registry
+from bot.actors.registry import Actors
 from bot.actors.takeover import Takeover
 from bot.ai.engine import Engine
 from bot.ai.keycheck import KeyChecker
 from bot.ai.knowledge import KnowledgeBase
 from bot.buildinfo import BuildInfo
+from bot.cluster.node import Node
 from bot.config import Config
 from bot.integrations.webhooks import EventDelivery
 from bot.metrics import Metrics
 from bot.persistence import Repositories
 from bot.persistence.database import Database
+from bot.readiness import Lifecycle
 from bot.settings import SettingsSource
 from bot.stored_settings import StoredSettings
 from bot.tools.registry import ToolRegistry
@@ -30,13 +32,15 @@ from bot.whatsapp.template_sync import TemplateSync
 
 CONFIG = web.AppKey("config", Config)
 STARTED_AT = web.AppKey("started_at", float)
+LIFECYCLE = web.AppKey("lifecycle", Lifecycle)
 METRICS = web.AppKey("metrics", Metrics)
 DATABASE = web.AppKey("database", Database)
+CLUSTER = web.AppKey[Node | None]("cluster")  # None in the embedded, one-process mode
 REPOS = web.AppKey("repos", Repositories)
 HTTP = web.AppKey("http", aiohttp.ClientSession)
 SENDER = web.AppKey("sender", WhatsAppClient)
 ENGINE = web.AppKey("engine", Engine)
-REGISTRY = web.AppKey("registry", Registry)
+REGISTRY = web.AppKey[Actors]("registry")  # the local Registry, or the cluster's
 INGEST = web.AppKey("ingest", Ingest)
 ADMISSION = web.AppKey("admission", Admission)
 COSTS = web.AppKey("costs", Costs)

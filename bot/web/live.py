@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import itertools
 from collections import deque
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
@@ -36,9 +37,17 @@ class LiveHub:
         self._events: deque[LiveEvent] = deque(maxlen=BUFFER)
         self._changed = asyncio.Event()
         self.closed = False
+        # With several processes: every event published here goes to the others too (bot/cluster/bus.py).
+        self.relay: Callable[[str, dict[str, Any]], None] | None = None
 
     def publish(self, kind: str, **data: Any) -> None:
         """Record an event and wake the streams (never blocks the caller)."""
+        if self.relay is not None and not self.closed:
+            self.relay(kind, data)
+        self.received(kind, data)
+
+    def received(self, kind: str, data: dict[str, Any]) -> None:
+        """Record an event (this process's, or relayed from another) and wake the streams."""
         if self.closed:
             return
         self._events.append(LiveEvent(next(self._ids), kind, data))

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import hmac
 
 import orjson
@@ -9,7 +10,7 @@ import structlog
 from aiohttp import web
 
 from bot.persistence.database import DatabaseUnavailable
-from bot.web.keys import CONFIG, INGEST
+from bot.web.keys import CLUSTER, CONFIG, DATABASE, INGEST, LIFECYCLE, REGISTRY
 from bot.whatsapp.events import PayloadError, parse_webhook
 from bot.whatsapp.signature import signature_valid
 
@@ -71,7 +72,34 @@ async def receive(request: web.Request) -> web.Response:
     return web.Response(text="ok")
 
 
+HEALTH_DB_TIMEOUT_SECONDS = 2.0
+
+
 @routes.get("/healthz")
 async def healthz(request: web.Request) -> web.Response:
-    """Liveness: ok once the database is open."""
-    return web.json_response({"status": "ok"})
+    """Readiness: 200 while the database answers and this process takes work, 503 with the reasons otherwise.
+
+    A load balancer sends requests only to ready processes; a draining or cut-off process says so.
+    """
+    app = request.app
+    reasons: list[str] = []
+    if app[LIFECYCLE].draining:
+        reasons.append("shutting down: finishing its turns and taking no new work")
+    node = app.get(CLUSTER)
+    if node is not None and node.lost:
+        reasons.append("lost its conversation locks (the connection holding them closed): restarting")
+    db = app[DATABASE]
+    try:
+        await asyncio.wait_for(db.fetchval("SELECT 1"), HEALTH_DB_TIMEOUT_SECONDS)
+    except Exception as exc:  # any failure means "not reachable", said in words
+        reasons.append(f"database not reachable: {type(exc).__name__}: {exc}"[:300])
+    registry = app.get(REGISTRY)
+    body = {
+        "status": "ok" if not reasons else "unavailable",
+        "ready": not reasons,
+        "database": db.dialect,
+        "mode": "cluster" if node is not None else "single",
+        "live_conversations": registry.live if registry is not None else 0,
+        "reasons": reasons,
+    }
+    return web.json_response(body, status=200 if not reasons else 503, headers={"Cache-Control": "no-store"})

@@ -126,6 +126,7 @@ class WhatsAppClient:
         self._timeout = aiohttp.ClientTimeout(total=timeout)
         # Several processes share one rate (bot/cluster/rate.py); one process keeps its own buckets.
         self.limiter: RateLimiter = limiter or LocalRate(send_rate)
+        self._prepaid: dict[str, int] = {}  # tokens taken by `reserve`, not yet used by a post
 
     @property
     def configured(self) -> bool:
@@ -135,9 +136,21 @@ class WhatsAppClient:
     def _headers(self) -> dict[str, str]:
         return {"Authorization": f"Bearer {self._token}", "Content-Type": "application/json"}
 
+    async def reserve(self, phone_number_id: str) -> None:
+        """Wait for a send-rate token now; the next rate-limited post from that number goes without waiting.
+
+        The actor paces before it marks a row `sending`: a crash while waiting for the rate then leaves
+        the row `queued` (sent after the restart), not `unknown` (never resent).
+        """
+        await self.limiter.take(phone_number_id)
+        self._prepaid[phone_number_id] = self._prepaid.get(phone_number_id, 0) + 1
+
     async def _post(self, phone_number_id: str, body: dict[str, Any], *, rate_limited: bool = True) -> Any:
         if rate_limited:
-            await self.limiter.take(phone_number_id)
+            if self._prepaid.get(phone_number_id, 0) > 0:
+                self._prepaid[phone_number_id] -= 1
+            else:
+                await self.limiter.take(phone_number_id)
         url = f"{self._api_base}/{phone_number_id}/messages"
         try:
             async with self._session.post(

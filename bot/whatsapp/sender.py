@@ -13,6 +13,10 @@ class WhatsAppChannel:
     def __init__(self, client: WhatsAppClient) -> None:
         self.client = client
 
+    async def pace(self, key: ConversationKey) -> None:
+        """Take the business number's send-rate token now (the next send from that number uses it)."""
+        await self.client.reserve(key.business)
+
     async def send(self, key: ConversationKey, to: Address, message: OutboundMessage) -> str:
         """Post one message; returns its wamid (raises GraphError)."""
         if message.kind == "choices" and message.body is not None:

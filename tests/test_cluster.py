@@ -1,0 +1,170 @@
+"""Several server processes on one PostgreSQL database, here as several apps in one test (same schema).
+
+Each app has its own lock and bus connections, exactly as a process would: who answers a conversation
+is decided by PostgreSQL's advisory locks, and wake-ups and live events travel by LISTEN/NOTIFY.
+The three-process run with a SIGKILL is in tests/test_cluster_processes.py.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from pathlib import Path
+
+import pytest
+from aiohttp.test_utils import TestClient
+
+from bot.cluster.node import Node
+from bot.cluster.rate import SharedRate
+from bot.cluster.registry import ClusterRegistry
+from bot.domain.conversation import ConversationKey
+from bot.persistence.postgres import PostgresDatabase
+from bot.web.keys import CLUSTER, DATABASE, LIFECYCLE, LIVE, REGISTRY
+from tests.conftest import ClientFactory, post_webhook
+from tests.fakes.graph_server import FakeGraph
+from tests.fakes.meta import PHONE_NUMBER_ID, text_message
+from tests.helpers import wait_handled, wait_until
+
+pytestmark = pytest.mark.postgres_only
+
+ANNA = "393330001001"
+
+
+def node_of(client: TestClient) -> Node:
+    node = client.app[CLUSTER]
+    assert node is not None, "on PostgreSQL every app is one of a cluster"
+    return node
+
+
+def registry_of(client: TestClient) -> ClusterRegistry:
+    registry = client.app[REGISTRY]
+    assert isinstance(registry, ClusterRegistry)
+    return registry
+
+
+async def test_a_message_stored_by_one_process_is_answered_once_by_the_owner(make_client: ClientFactory,
+                                                                           fake_graph: FakeGraph) -> None:
+    a, b = await make_client(), await make_client()
+    await post_webhook(a, text_message("wamid.C1", ANNA, "first, to A"))
+    await wait_handled(a, 1)
+    key = ConversationKey(PHONE_NUMBER_ID, ANNA)
+    # A answered and still runs Anna's actor (it passivates only when idle for a while): it owns her.
+    assert registry_of(a).get(key) is not None and registry_of(b).get(key) is None
+    resp = await post_webhook(b, text_message("wamid.C2", ANNA, "second, to B"))
+    assert resp.status == 200
+    await wait_handled(b, 2)
+    await fake_graph.wait_until(lambda: len(fake_graph.texts_to(ANNA)) == 2, what="two replies")
+    # B could not take her lock, so it woke A, which answered: one reply per message, none from B.
+    assert registry_of(b).handed_on >= 1 and registry_of(b).get(key) is None
+    assert len(fake_graph.texts_to(ANNA)) == 2
+    assert [t for t in fake_graph.texts_to(ANNA) if "second, to B" in t]
+
+
+async def test_an_operator_on_one_process_sees_what_another_ingested(make_client: ClientFactory) -> None:
+    a, b = await make_client(), await make_client()
+    await post_webhook(a, text_message("wamid.L1", ANNA, "live?"))
+
+    def seen_on_b() -> bool:
+        events = b.app[LIVE].since(0) or []
+        return any(e.kind == "message" and e.data.get("conversation") == ANNA for e in events)
+
+    async def check() -> bool:
+        return seen_on_b()
+
+    await wait_until(check, what="A's ingest shown on B's live stream")
+
+
+async def test_when_a_process_stops_another_takes_its_conversations(make_client: ClientFactory,
+                                                                   fake_graph: FakeGraph) -> None:
+    a, b = await make_client(), await make_client()
+    await post_webhook(a, text_message("wamid.S1", ANNA, "hello A"))
+    await wait_handled(a, 1)
+    await a.close()  # a SIGTERM: A drains, then gives its locks back
+    await post_webhook(b, text_message("wamid.S2", ANNA, "hello B"))
+    await wait_handled(b, 2)
+    key = ConversationKey(PHONE_NUMBER_ID, ANNA)
+    assert registry_of(b).get(key) is not None and registry_of(b).claimed >= 1
+    await fake_graph.wait_until(lambda: len(fake_graph.texts_to(ANNA)) == 2, what="B's reply")
+
+
+async def test_work_left_by_a_dead_process_is_swept_up(make_client: ClientFactory, fake_graph: FakeGraph) -> None:
+    a, b = await make_client(), await make_client()
+    # A stores the message and then dies before it claims the conversation (it tells nobody).
+    registry_of(a).closing = True
+    assert (await post_webhook(a, text_message("wamid.D1", ANNA, "anyone?"))).status == 200
+    # B's sweeper finds the message nobody is on, takes the conversation and answers, within seconds.
+    await wait_handled(b, 1, timeout=10)
+    await fake_graph.wait_until(lambda: len(fake_graph.texts_to(ANNA)) == 1, what="the swept-up reply")
+    assert registry_of(b).get(ConversationKey(PHONE_NUMBER_ID, ANNA)) is not None
+
+
+async def test_two_processes_starting_together_replay_a_message_once(make_client: ClientFactory,
+                                                                     fake_graph: FakeGraph) -> None:
+    a = await make_client()
+    registry_of(a).closing = True  # stored, never answered: then the process stops
+    await post_webhook(a, text_message("wamid.R1", ANNA, "answer me once"))
+    await a.close()
+    b, _ = await asyncio.gather(make_client(), make_client())
+    await wait_handled(b, 1)
+    await asyncio.sleep(1.5)  # a second replay would have sent by now
+    assert len(fake_graph.texts_to(ANNA)) == 1
+
+
+async def test_a_process_that_loses_its_locks_says_so_and_stops(make_client: ClientFactory) -> None:
+    a = await make_client()
+    asked: list[bool] = []
+    a.app[LIFECYCLE].shutdown = lambda: asked.append(True)
+    healthy = await (await a.get("/healthz")).json()
+    assert healthy["ready"] is True and healthy["mode"] == "cluster" and healthy["database"] == "postgres"
+    pid = node_of(a).ownership.backend_pid
+    await a.app[DATABASE].fetchval("SELECT pg_terminate_backend($1)", pid)  # as a network cut would
+    await wait_until(lambda: _true(bool(asked)), what="the shutdown asked for")
+    resp = await a.get("/healthz")
+    body = await resp.json()
+    assert resp.status == 503 and body["ready"] is False
+    assert "locks" in " ".join(body["reasons"])
+    assert registry_of(a).closing  # it takes no new work meanwhile
+
+
+async def _true(value: bool) -> bool:
+    return value
+
+
+async def test_a_cluster_job_runs_in_one_process_at_a_time(make_client: ClientFactory) -> None:
+    a, b = await make_client(), await make_client()
+    order: list[str] = []
+
+    async def job(node: Node, name: str, hold: float) -> None:
+        async with node.exclusive("test-job"):
+            order.append(f"{name} in")
+            await asyncio.sleep(hold)
+            order.append(f"{name} out")
+
+    first = asyncio.create_task(job(node_of(a), "a", 0.5))
+    await wait_until(lambda: _true(bool(order)), what="A inside")
+    await job(node_of(b), "b", 0.0)
+    await first
+    assert order == ["a in", "a out", "b in", "b out"]
+
+
+async def test_the_send_rate_is_shared_by_every_process(make_client: ClientFactory) -> None:
+    a = await make_client()
+    db = a.app[DATABASE]
+    assert isinstance(db, PostgresDatabase)
+    rate = 10.0
+    one, two = SharedRate(db, rate), SharedRate(db, rate)
+    started = time.monotonic()
+    # 30 sends from one number: the bucket holds 10, then 10 a second, whichever process sends them.
+    await asyncio.gather(*(r.take("pn-shared") for r in [one, two] * 15))
+    elapsed = time.monotonic() - started
+    # Each process alone would have been allowed its 15 within 0.5 s.
+    assert elapsed >= 1.8, f"30 sends at 10/s from a full bucket of 10 took {elapsed:.2f} s"
+
+
+async def test_locks_are_per_installation(tmp_path: Path, make_client: ClientFactory) -> None:
+    a, same = await make_client(), await make_client()
+    other = await make_client(data_dir=tmp_path / "other")  # another schema: another installation
+    key = ConversationKey(PHONE_NUMBER_ID, "393330009999")
+    assert await node_of(a).ownership.claim([key]) == {key}
+    assert await node_of(same).ownership.claim([key]) == set()  # held by A
+    assert await node_of(other).ownership.claim([key]) == {key}  # the same id, another lock space
