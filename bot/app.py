@@ -278,6 +278,7 @@ async def actors_ctx(app: web.Application) -> AsyncIterator[None]:
         # `unknown`, queued sends, commands, pending messages) are picked up by whoever takes its lock,
         # so two processes starting together never answer the same message twice.
         node.on_lost(cluster.give_up)
+        node.on_lost(app[ADMISSION].close)
         cluster.start()
         taken = await cluster.sweep(grace=0.0)
         log.info("server_started", mode="cluster", conversations_taken=taken)
@@ -292,6 +293,8 @@ async def actors_ctx(app: web.Application) -> AsyncIterator[None]:
             registry.tell(row.key, Inbound(row.stored(message_detail)))
         log.info("server_started", replayed=len(pending), interrupted_sends=interrupted)
     yield
+    # Drain: turns under way finish (within the timeout); those still waiting for a slot do not begin.
+    app[ADMISSION].close()
     await registry.stop_all(config.shutdown_timeout_seconds)
 
 

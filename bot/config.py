@@ -210,6 +210,7 @@ class Config:
             "BOT_LOOP_REPLY_SECONDS": "loop_reply_seconds",
             "BOT_HEADER_TIMEOUT_SECONDS": "header_timeout_seconds",
             "BOT_BODY_TIMEOUT_SECONDS": "body_timeout_seconds",
+            "BOT_SHUTDOWN_TIMEOUT_SECONDS": "shutdown_timeout_seconds",
         }
         for env_name, attr in floats.items():
             if has(env_name):

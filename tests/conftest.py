@@ -21,6 +21,7 @@ from aiohttp.test_utils import TestClient
 from bot.app import build_app
 from bot.config import Config
 from bot.persistence.postgres import redact_url
+from bot.web import access as access_module
 from tests import backend
 from tests.fakes.graph_server import FakeGraph
 from tests.fakes.meta import sign
@@ -104,6 +105,36 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
         if marker is not None:
             why = marker.args[0] if marker.args else "it needs SQLite"
             item.add_marker(pytest.mark.skip(reason=f"SQLite only: {why}"))
+
+
+_REAL_HASH, _REAL_VERIFY = access_module.hash_password, access_module.verify_password
+_hashes: dict[str, str] = {}
+_verified: set[tuple[str, str]] = set()
+
+
+def _hash_once(password: str) -> str:
+    # Every app a test builds creates its admin: one real scrypt hash per password per worker, not one
+    # per app (0.1 s of CPU each, about a third of the suite's CPU otherwise). Still a real hash.
+    if password not in _hashes:
+        _hashes[password] = _REAL_HASH(password)
+    return _hashes[password]
+
+
+def _verify_once(password: str, stored: str) -> bool:
+    # A right password is checked for real once per hash; every wrong one, every time.
+    if (password, stored) in _verified:
+        return True
+    ok = _REAL_VERIFY(password, stored)
+    if ok:
+        _verified.add((password, stored))
+    return ok
+
+
+@pytest.fixture(autouse=True)
+def _scrypt_once_per_password(monkeypatch: pytest.MonkeyPatch) -> None:
+    """The app's admin and sign-ins reuse real scrypt results (tests of the hash itself import the originals)."""
+    monkeypatch.setattr(access_module, "hash_password", _hash_once)
+    monkeypatch.setattr(access_module, "verify_password", _verify_once)
 
 
 @pytest.fixture(autouse=True)

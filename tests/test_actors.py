@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import json
 import time
+from collections import Counter
 from typing import Any
 
 import pytest
@@ -14,7 +15,8 @@ from bot.actors.admission import Admission
 from bot.domain.conversation import ConversationKey, OutboundMessage
 from bot.persistence.database import Conflict, IntegrityError, Stmt
 from bot.persistence.outbox import requeue_stmt, sending_stmt
-from bot.web.keys import ADMISSION, REPOS
+from bot.web.keys import ADMISSION, CONFIG, REPOS
+from tests import backend
 from tests.conftest import API_TOKEN, ClientFactory, post_webhook
 from tests.fakes.graph_server import FakeGraph, GraphFailure
 from tests.fakes.meta import text_message
@@ -156,3 +158,22 @@ async def test_a_pause_from_the_api_applies_through_the_actor(client: TestClient
 
 async def _async(value: Any) -> Any:
     return value
+
+
+async def test_a_stop_finishes_the_turns_under_way_and_leaves_the_waiting_ones_for_the_next_start(
+    make_client: ClientFactory, fake_openai: FakeOpenAI, fake_graph: FakeGraph
+) -> None:
+    client = await make_client(max_concurrent_turns=2)
+    fake_openai.latency = 0.3
+    customers = [f"3934411{i:05d}" for i in range(12)]
+    for i, customer in enumerate(customers):
+        assert (await post_webhook(client, text_message(f"wamid.ST{i}", customer, f"stop {i}"))).status == 200
+    admission: Admission = client.app[ADMISSION]  # type: ignore[index]
+    await wait_until(lambda: _async(admission.running == 2 and admission.waiting >= 5), what="a queue of turns")
+    await client.close()  # SIGTERM: the two turns under way finish, the others do not begin
+    statuses = backend.query(client.app[CONFIG].data_dir, "SELECT status FROM inbox")  # type: ignore[index]
+    counted = Counter(r["status"] for r in statuses)
+    assert counted["done"] >= 2 and counted["pending"] >= 5 and set(counted) <= {"done", "pending"}, counted
+    again = await make_client(max_concurrent_turns=2)  # the next start answers the rest, once each
+    await wait_handled(again, len(customers), timeout=20)
+    assert sorted(fake_graph.texts()) == sorted(f"Echo: stop {i}" for i in range(len(customers)))

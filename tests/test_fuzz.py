@@ -141,7 +141,7 @@ def test_parser_raises_only_payload_error(payload: Any) -> None:
 # -- the webhook endpoint -------------------------------------------------------------------------------------------
 async def _still_healthy(client: TestClient) -> None:
     resp = await client.get("/healthz")
-    assert resp.status == 200
+    assert resp.status == 200, await resp.text()
 
 
 @HTTP_SETTINGS

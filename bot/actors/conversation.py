@@ -17,7 +17,7 @@ from typing import Any, Protocol
 import orjson
 import structlog
 
-from bot.actors.admission import Admission
+from bot.actors.admission import Admission, Draining
 from bot.actors.base import Actor
 from bot.actors.channels import Channels
 from bot.actors.costs import Costs
@@ -352,6 +352,12 @@ class ConversationActor(Actor[ConversationKey]):
         if not batch:
             return
         await self._collect_burst(batch, settings.burst_window_ms / 1000)
+        try:
+            await self._admitted(batch, settings)
+        except Draining:
+            return  # shutting down before this turn began: its messages stay pending, nothing is lost
+
+    async def _admitted(self, batch: list[StoredInbound], settings: RuntimeSettings) -> None:
         async with self.deps.admission.slot():
             # Messages that came while we waited for a slot join this turn.
             self._fold(batch)

@@ -72,7 +72,7 @@ async def receive(request: web.Request) -> web.Response:
     return web.Response(text="ok")
 
 
-HEALTH_DB_TIMEOUT_SECONDS = 2.0
+HEALTH_DB_TIMEOUT_SECONDS = 5.0
 
 
 @routes.get("/healthz")
