@@ -101,11 +101,8 @@ async def test_a_webhook_that_cannot_be_stored_fails_alone(client: TestClient, f
 async def test_at_most_n_turns_run_at_once_and_the_rest_wait_in_order(
     make_client: ClientFactory, fake_openai: FakeOpenAI, fake_graph: FakeGraph
 ) -> None:
-    client = await make_client(max_concurrent_turns=3)
-    fake_openai.latency = 0.3
-    customers = [f"39333444{i:04d}" for i in range(9)]
-    for i, customer in enumerate(customers):
-        await post_webhook(client, text_message(f"wamid.A{i}", customer, f"domanda numero {i}"))
+    client, customers = await _queue_turns(make_client, fake_openai, slots=3, count=9, tag="A",
+                                           text="domanda numero")
     admission: Admission = client.app[ADMISSION]  # type: ignore[index]
     seen: list[tuple[int, int]] = []
 
@@ -160,14 +157,21 @@ async def _async(value: Any) -> Any:
     return value
 
 
+async def _queue_turns(make_client: ClientFactory, fake_openai: FakeOpenAI, *, slots: int, count: int, tag: str,
+                       text: str) -> tuple[TestClient, list[str]]:
+    """An app with `slots` turn slots and `count` new customers' messages ("<text> <i>"), model 0.3 s."""
+    client = await make_client(max_concurrent_turns=slots)
+    fake_openai.latency = 0.3
+    customers = [f"39334{slots}{i:06d}" for i in range(count)]
+    for i, customer in enumerate(customers):
+        assert (await post_webhook(client, text_message(f"wamid.{tag}{i}", customer, f"{text} {i}"))).status == 200
+    return client, customers
+
+
 async def test_a_stop_finishes_the_turns_under_way_and_leaves_the_waiting_ones_for_the_next_start(
     make_client: ClientFactory, fake_openai: FakeOpenAI, fake_graph: FakeGraph
 ) -> None:
-    client = await make_client(max_concurrent_turns=2)
-    fake_openai.latency = 0.3
-    customers = [f"3934411{i:05d}" for i in range(12)]
-    for i, customer in enumerate(customers):
-        assert (await post_webhook(client, text_message(f"wamid.ST{i}", customer, f"stop {i}"))).status == 200
+    client, customers = await _queue_turns(make_client, fake_openai, slots=2, count=12, tag="ST", text="stop")
     admission: Admission = client.app[ADMISSION]  # type: ignore[index]
     await wait_until(lambda: _async(admission.running == 2 and admission.waiting >= 5), what="a queue of turns")
     await client.close()  # SIGTERM: the two turns under way finish, the others do not begin
