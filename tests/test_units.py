@@ -8,6 +8,7 @@ from typing import Any
 
 import pytest
 
+from bot.actors.admission import Admission, Draining
 from bot.actors.base import Actor
 from bot.actors.registry import Registry
 from bot.ai.engine import strip_citations
@@ -240,4 +241,57 @@ def test_backoff_needs_both_tries_and_time() -> None:
 
 
 async def _now(value: bool) -> bool:
+    return value
+
+
+async def test_admission_serves_the_oldest_message_first_and_never_more_than_its_limit() -> None:
+    gate = Admission(2)
+    order: list[float] = []
+    release = asyncio.Event()
+    peak = 0
+
+    async def turn(message_id: float) -> None:
+        nonlocal peak
+        async with gate.slot(order=message_id):
+            peak = max(peak, gate.running)
+            order.append(message_id)
+            await release.wait()
+
+    first = [asyncio.create_task(turn(n)) for n in (10, 11)]
+    await wait_until(lambda: _value(gate.running == 2), what="two running")
+    later = [asyncio.create_task(turn(n)) for n in (50, 3, 20)]  # 3: a message taken over from a dead process
+    await wait_until(lambda: _value(gate.waiting == 3), what="three waiting")
+    cancelled = asyncio.create_task(turn(1))
+    await wait_until(lambda: _value(gate.waiting == 4), what="four waiting")
+    cancelled.cancel()
+    release.set()
+    await asyncio.gather(*first, *later)
+    assert order == [10, 11, 3, 20, 50] and peak == 2 and gate.running == 0
+
+
+async def test_admission_closed_lets_running_turns_finish_and_turns_away_the_waiting() -> None:
+    gate = Admission(1)
+    release = asyncio.Event()
+    outcomes: list[str] = []
+
+    async def turn(n: int) -> None:
+        try:
+            async with gate.slot(order=n):
+                await release.wait()
+                outcomes.append(f"ran {n}")
+        except Draining:
+            outcomes.append(f"not begun {n}")
+
+    tasks = [asyncio.create_task(turn(n)) for n in range(3)]
+    await wait_until(lambda: _value(gate.waiting == 2), what="two waiting")
+    gate.close()
+    release.set()
+    await asyncio.gather(*tasks)
+    assert sorted(outcomes) == ["not begun 1", "not begun 2", "ran 0"] and gate.running == 0
+    with pytest.raises(Draining):
+        async with gate.slot():
+            pass
+
+
+async def _value(value: Any) -> Any:
     return value

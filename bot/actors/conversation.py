@@ -358,7 +358,7 @@ class ConversationActor(Actor[ConversationKey]):
             return  # shutting down before this turn began: its messages stay pending, nothing is lost
 
     async def _admitted(self, batch: list[StoredInbound], settings: RuntimeSettings) -> None:
-        async with self.deps.admission.slot():
+        async with self.deps.admission.slot(order=batch[0].inbox_id):
             # Messages that came while we waited for a slot join this turn.
             self._fold(batch)
             if any(_is_human(m) for m in self.queued()):
