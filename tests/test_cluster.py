@@ -19,11 +19,13 @@ from bot.cluster.rate import SharedRate
 from bot.cluster.registry import ClusterRegistry
 from bot.domain.conversation import ConversationKey
 from bot.persistence.postgres import PostgresDatabase
+from bot.web.auth import SESSION_COOKIE
 from bot.web.keys import CLUSTER, DATABASE, LIFECYCLE, LIVE, REGISTRY
-from tests.conftest import ClientFactory, post_webhook
+from tests.conftest import API_TOKEN, ClientFactory, post_webhook
 from tests.fakes.graph_server import FakeGraph
 from tests.fakes.meta import PHONE_NUMBER_ID, text_message
-from tests.helpers import wait_handled, wait_until
+from tests.fakes.openai_server import FakeOpenAI
+from tests.helpers import sign_in, wait_handled, wait_until
 
 pytestmark = pytest.mark.postgres_only
 
@@ -168,3 +170,30 @@ async def test_locks_are_per_installation(tmp_path: Path, make_client: ClientFac
     assert await node_of(a).ownership.claim([key]) == {key}
     assert await node_of(same).ownership.claim([key]) == set()  # held by A
     assert await node_of(other).ownership.claim([key]) == {key}  # the same id, another lock space
+
+
+async def test_an_operator_on_another_process_pauses_the_ai_and_is_sent_once(
+    make_client: ClientFactory, fake_openai: FakeOpenAI, fake_graph: FakeGraph
+) -> None:
+    a, b = await make_client(), await make_client()
+    await post_webhook(a, text_message("wamid.O1", ANNA, "a question for A"))
+    await wait_handled(a, 1)
+    # A owns Anna; the operator's browser is on B: B queues the message, A's actor sends it.
+    resp = await b.post(f"/api/conversations/{ANNA}/messages", json={"text": "Marco here"},
+                        headers={"Authorization": f"Bearer {API_TOKEN}"})
+    assert resp.status == 202, await resp.text()
+    await fake_graph.wait_until(lambda: "Marco here" in fake_graph.texts_to(ANNA), what="the operator's message")
+    await post_webhook(b, text_message("wamid.O2", ANNA, "thanks Marco"))
+    await wait_handled(b, 2)
+    await asyncio.sleep(0.5)
+    assert len(fake_openai.responses_requests()) == 1  # paused for the person, whichever process stored it
+    assert fake_graph.texts_to(ANNA).count("Marco here") == 1
+
+
+async def test_a_session_opened_on_one_process_works_on_another(make_client: ClientFactory) -> None:
+    a, b = await make_client(), await make_client()
+    await sign_in(a)
+    cookie = a.session.cookie_jar.filter_cookies(a.make_url("/"))[SESSION_COOKIE].value
+    page = await b.get("/inbox", cookies={SESSION_COOKIE: cookie}, allow_redirects=False)
+    assert page.status == 200
+    assert (await b.get("/inbox", allow_redirects=False)).status in (302, 303)  # and not without it
