@@ -73,7 +73,7 @@ async def test_three_processes_one_killed_answer_every_message_once_and_in_order
         data_dir = tmp_path / "data"  # one machine: the processes share a data dir (and so the secret key)
         servers = [RunPy(data_dir=data_dir, env=env, log_path=tmp_path / f"server{i}.log") for i in range(3)]
         ledger = Ledger("cl")
-        metas = [Meta(http, s.url(), ledger, timeout=15) for s in servers]
+        metas = [Meta(http, s.url, ledger, timeout=15) for s in servers]
         people = customers(CUSTOMERS, prefix="39349")
         try:
             await servers[0].start()  # the first one migrates the schema, then the others join

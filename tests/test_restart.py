@@ -60,7 +60,8 @@ async def start_server(port: int, data_dir: Path, env: dict[str, str]) -> asynci
                 raise AssertionError(f"run.py exited early: {err.decode()[-2000:]}")
             try:
                 async with http.get(f"http://127.0.0.1:{port}/healthz") as resp:
-                    if resp.status == 200:
+                    # Our own process, not another test's server that took the port first.
+                    if resp.status == 200 and (await resp.json()).get("pid") == proc.pid:
                         return proc
             except aiohttp.ClientError:
                 pass

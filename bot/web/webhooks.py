@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import hmac
+import os
 
 import orjson
 import structlog
@@ -99,6 +100,7 @@ async def healthz(request: web.Request) -> web.Response:
         "ready": not reasons,
         "database": db.dialect,
         "mode": "cluster" if node is not None else "single",
+        "pid": os.getpid(),  # which process answered, behind a load balancer
         "live_conversations": registry.live if registry is not None else 0,
         "reasons": reasons,
     }

@@ -126,7 +126,8 @@ class Ledger:
 class Meta:
     """Meta's side of the webhook: signed POSTs of the exact bytes, redelivery of what got no 200."""
 
-    def __init__(self, http: aiohttp.ClientSession, url: str, ledger: Ledger, *, timeout: float = 20.0) -> None:
+    def __init__(self, http: aiohttp.ClientSession, url: str | Callable[[], str], ledger: Ledger, *,
+                 timeout: float = 20.0) -> None:
         self.http = http
         self.url = url
         self.ledger = ledger
@@ -137,7 +138,8 @@ class Meta:
         self.ledger.posts += 1
         headers = {"Content-Type": "application/json", "X-Hub-Signature-256": sign(item.body, APP_SECRET)}
         try:
-            async with self.http.post(self.url, data=item.body, headers=headers, timeout=self.timeout) as resp:
+            url = self.url() if callable(self.url) else self.url  # a RunPy's port may change at a restart
+            async with self.http.post(url, data=item.body, headers=headers, timeout=self.timeout) as resp:
                 await resp.read()
                 status = resp.status
         except (aiohttp.ClientError, TimeoutError):
@@ -377,8 +379,20 @@ class RunPy:
         return self.data_dir / "bot.db"
 
     async def start(self, *, within: float = 30.0) -> None:
-        """Start run.py and wait until /healthz answers."""
+        """Start run.py and wait until /healthz answers, from this very process.
+
+        The port was free when it was chosen, but with tests in parallel another test's server may take
+        it first: a 200 from that one would send this test's webhooks to the wrong server. So the
+        answer must carry our pid, and a port taken meanwhile is given up for another.
+        """
         assert self.proc is None or self.proc.returncode is not None, "already running"
+        for _ in range(5):
+            if await self._start_once(within):
+                return
+            self.port = free_port()
+        raise AssertionError("run.py could not get a port of its own")
+
+    async def _start_once(self, within: float) -> bool:
         self._log = self.log_path.open("ab")
         self.proc = await asyncio.create_subprocess_exec(
             sys.executable, str(ROOT / "run.py"), "--port", str(self.port), "--data-dir", str(self.data_dir),
@@ -389,11 +403,17 @@ class RunPy:
         async with aiohttp.ClientSession() as http:
             while time.monotonic() < deadline:
                 if self.proc.returncode is not None:
+                    if "address already in use" in self.log_tail().lower():
+                        self._close_log()
+                        return False
                     raise AssertionError(f"run.py exited early ({self.proc.returncode}): {self.log_tail()}")
                 with suppress(aiohttp.ClientError):
                     async with http.get(self.url("/healthz")) as resp:
                         if resp.status == 200:
-                            return
+                            if (await resp.json()).get("pid") == self.proc.pid:
+                                return True
+                            await self.kill()  # someone else's server on our port
+                            return False
                 await asyncio.sleep(0.03)
         await self.kill()
         raise AssertionError(f"run.py did not start within {within} s: {self.log_tail()}")

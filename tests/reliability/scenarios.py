@@ -108,7 +108,7 @@ async def sigkill_restarts(scale: int, workdir: Path) -> list[ScenarioResult]:
         graph.latency = (0.0, 0.08)  # the kill can land while Meta holds a send it has not answered yet
         server = RunPy(data_dir=workdir / "data", env=server_env(oai, graph), log_path=workdir / "server.log")
         ledger = Ledger("kill")
-        meta = Meta(http, server.url(), ledger, timeout=10)
+        meta = Meta(http, server.url, ledger, timeout=10)
         people = customers(6, prefix="39348")
         try:
             for _ in range(trials):
