@@ -21,7 +21,7 @@ from bot.config import Config, ConfigError
 from bot.logs import configure_logging
 from bot.persistence.database import DatabaseUnavailable
 from bot.tools import ToolConfigError
-from bot.web.keys import LIFECYCLE, STORED_SETTINGS
+from bot.web.keys import CLUSTER, LIFECYCLE, STORED_SETTINGS
 
 log = structlog.get_logger("bot")
 
@@ -77,8 +77,11 @@ async def start_server(app: web.Application, config: Config) -> web.AppRunner:
     return runner
 
 
-async def serve(config: Config) -> None:
-    """Run until SIGTERM or SIGINT, then stop gracefully."""
+EXIT_CLUSTER_LOST = 75  # EX_TEMPFAIL: a supervisor should start it again
+
+
+async def serve(config: Config) -> int:
+    """Run until SIGTERM or SIGINT, then stop gracefully; the exit code (75 after losing the cluster's locks)."""
     app = build_app(config)
     stop = asyncio.Event()
     # A process that lost its place among several (its lock connection died) stops as if told to.
@@ -99,6 +102,8 @@ async def serve(config: Config) -> None:
         # Cleanup runs the cleanup_ctx teardowns in reverse: actors first, database last.
         await runner.cleanup()
         log.info("stopped")
+    node = app.get(CLUSTER)
+    return EXIT_CLUSTER_LOST if node is not None and node.lost else 0
 
 
 def _run_command(name: str, argv: list[str], data_dir: str | None) -> int:
@@ -152,9 +157,9 @@ def main(argv: Sequence[str]) -> int:
         try:
             import uvloop
         except ImportError:  # pragma: no cover - uvloop is a dependency, but keep Windows usable
-            asyncio.run(serve(config))
+            code = asyncio.run(serve(config))
         else:
-            uvloop.run(serve(config))
+            code = uvloop.run(serve(config))
     except ToolConfigError as exc:
         # e.g. two tools with one name: the message names both modules.
         print(f"tool configuration error: {exc}", file=sys.stderr)
@@ -166,4 +171,7 @@ def main(argv: Sequence[str]) -> int:
     except DatabaseUnavailable as exc:  # e.g. PostgreSQL not running, or a wrong BOT_DATABASE_URL
         print(f"the database cannot be opened: {exc}", file=sys.stderr)
         return 1
-    return 0
+    if code == EXIT_CLUSTER_LOST:
+        print("stopped: the connection holding this process's conversation locks was lost; start it again",
+              file=sys.stderr)
+    return code

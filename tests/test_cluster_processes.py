@@ -165,3 +165,20 @@ def _lines(send: dict[str, Any]) -> list[str]:
     if send.get("type") != "text":
         return []
     return str(send["text"]["body"]).removeprefix(ECHO).split("\n")
+
+
+async def test_a_process_whose_lock_connection_is_cut_stops_with_code_75(tmp_path: Path) -> None:
+    async with FakeOpenAI() as oai, FakeGraph() as graph:
+        server = RunPy(data_dir=tmp_path / "data", env=server_env(oai, graph), log_path=tmp_path / "server.log")
+        await server.start()
+        try:
+            assert server.proc is not None
+            cut = server.query("SELECT pg_terminate_backend(pid) AS cut FROM pg_stat_activity "
+                               f"WHERE application_name = 'bot locks {server.proc.pid}'")
+            assert [r["cut"] for r in cut] == [True]
+            # It may no longer be alone on its conversations: it stops, and says a supervisor should restart it.
+            code = await asyncio.wait_for(server.proc.wait(), 20)
+        finally:
+            await server.kill()
+        assert code == 75, server.log_tail()
+        assert "start it again" in server.log_tail()
