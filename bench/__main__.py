@@ -15,6 +15,7 @@ import shutil
 import sys
 import tempfile
 import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -23,8 +24,13 @@ import aiohttp
 from bench import phases
 from bench.common import ROOT
 from bench.phases import Fakes, Options
+from bench.postgres import DEFAULT_URL
 
 RESULTS_DIR = ROOT / "bench" / "results"
+PHASES = "bare,flood,sustained,pg1,pg2,quiet,memory,parked,e2e,actor"
+DEFAULT_PHASES = "bare,flood,sustained,pg1,pg2,quiet,memory,parked,actor"
+# The sustained scenario on PostgreSQL: --only name → number of server processes.
+PG_VARIANTS = {"pg1": 1, "pg2": 2}
 
 
 def parse_args(argv: list[str]) -> argparse.Namespace:
@@ -42,8 +48,11 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
                    help="new conversations per second in the end-to-end phase (12; quick 20)")
     p.add_argument("--rounds", type=int, help="alternating bare/ingest rounds, median reported (3; quick 1)")
     p.add_argument("--no-burst0", action="store_true", help="skip the extra end-to-end run with burst window 0")
-    p.add_argument("--only", help="comma-separated phases: bare,flood,sustained,quiet,memory,parked,e2e,actor")
-    p.add_argument("--keep", action="store_true", help="keep the temporary data directories and server logs")
+    p.add_argument("--only", help=f"comma-separated phases: {PHASES} (default: {DEFAULT_PHASES})")
+    p.add_argument("--keep", action="store_true",
+                   help="keep the temporary data directories, server logs and PostgreSQL schemas")
+    p.add_argument("--pg-url", default=os.environ.get("BOT_BENCH_DATABASE_URL", DEFAULT_URL),
+                   help=f"PostgreSQL for pg1/pg2, a schema per phase (BOT_BENCH_DATABASE_URL; default {DEFAULT_URL})")
     return p.parse_args(argv)
 
 
@@ -71,6 +80,8 @@ def options(args: argparse.Namespace, workdir: Path) -> Options:
         sustained_messages=10,
         quiet_rate=100.0,
         quiet_seconds=3.0 if quick else 10.0,
+        pg_url=args.pg_url,
+        keep=bool(args.keep),
     )
 
 
@@ -97,6 +108,14 @@ async def run_all(opts: Options, only: set[str]) -> dict[str, Any]:
                     f"closed loop, model 0 ms, then the drain")
                 res["sustained"] = await phases.sustained(opts, fakes, customers=opts.sustained_customers,
                                                           per_customer=opts.sustained_messages)
+            # Right after the SQLite run, so that the three drains see the machine in the same mood.
+            for name, processes in PG_VARIANTS.items():
+                if name in only:
+                    log(f"sustained on PostgreSQL, {processes} process{'es' if processes > 1 else ''}: the same "
+                        "load spread over their ports, then the drain")
+                    res[f"sustained_{name}"] = await phases.sustained_pg(
+                        opts, fakes, name=name, processes=processes, customers=opts.sustained_customers,
+                        per_customer=opts.sustained_messages)
             if "quiet" in only:
                 log(f"quiet: new customers at {opts.quiet_rate:.0f}/s for {opts.quiet_seconds:.0f} s, model 200 ms")
                 res["quiet"] = await phases.open_arrivals(
@@ -166,23 +185,7 @@ def rows(res: dict[str, Any], opts: Options, *, quick: bool = False) -> list[Row
                     f"{f['answered']:,}/{f['messages']:,}, {f['duplicates']} dup; {f['reply']['p50_ms'] / 1000:.2f} / "
                     f"{f['reply']['p99_ms'] / 1000:.2f} / {f['reply']['max_ms'] / 1000:.2f} s", "all, max <= 10 s",
                     f["answered"] == f["messages"] and f["duplicates"] == 0 and f["reply"]["max_ms"] <= 10_000))
-    if "sustained" in res:
-        su = res["sustained"]
-        ing = su["ingest"]
-        out.append((f"sustained {su['customers']:,} x {su['messages'] // su['customers']} msgs, L=0: acks/s "
-                     "(turns running)", f"{ing['ok_per_s']:,.0f} (p99 {ing['p99_ms']} ms)", "", None))
-        if bare:
-            ratio = ing["ok_per_s"] / bare["ok_per_s"]
-            out.append(("sustained ingest / bare", f"{ratio:.1%}", ">= 20%", judged(ratio >= 0.20)))
-        d = su["drain"]
-        out.append(("sustained: the drain, messages answered per second",
-                    f"{d['messages_per_s']:,.0f} ({d['messages']:,} msgs in {d['seconds']} s)", ">= 1,000/s",
-                    judged(d["messages_per_s"] >= 1000)))
-        out.append(("sustained: every acknowledged message answered exactly once",
-                    f"{su['answered']:,}/{su['messages']:,}, {su['duplicates']} dup", "all, 0 dup",
-                    su["answered"] == su["messages"] and su["duplicates"] == 0))
-        out.append(("sustained: largest WAL file (at the end)", f"{su['wal_max_mib']} MiB ({su['wal_end_mib']} MiB)",
-                    "< 64 MiB", su["wal_max_mib"] < 64))
+    out += sustained_rows(res, judged)
     if "quiet" in res:
         q = res["quiet"]
         out.append((f"quiet {q['rate']:,.0f} new customers/s, L=200: ack p99", f"{q['ack']['p99_ms']} ms",
@@ -215,6 +218,72 @@ def rows(res: dict[str, Any], opts: Options, *, quick: bool = False) -> list[Row
     return out
 
 
+SUSTAINED_VARIANTS = ("sustained", "sustained_pg1", "sustained_pg2")
+
+
+def _variant(run: dict[str, Any]) -> str:
+    """E.g. "PostgreSQL, 2 processes"."""
+    n = int(run["processes"])
+    return f"{'SQLite' if run['backend'] == 'sqlite' else 'PostgreSQL'}, {n} process{'es' if n > 1 else ''}"
+
+
+def _cores(cores: dict[str, float]) -> str:
+    """Each server process's cores (and its PostgreSQL backends' together), then the whole machine's."""
+    shown = [k for k in cores if k.startswith("server")] + [k for k in ("postgres", "machine") if k in cores]
+    return ", ".join(f"{k} {_fmt(float(cores[k]))}" for k in shown)
+
+
+def _drain_ratio(label: str, top: dict[str, Any] | None, bottom: dict[str, Any] | None, target: float,
+                 as_percent: bool, judged: Callable[[bool], bool | None]) -> list[Row]:
+    """One drain divided by another, against its target (no row unless both ran)."""
+    if top is None or bottom is None:
+        return []
+    num, den = top["drain"]["messages_per_s"], bottom["drain"]["messages_per_s"]
+    wanted = f">= {target:.0%}" if as_percent else f">= {target:.1f}x"
+    if den <= 0:  # nothing left to drain after the last ack: no ratio to judge
+        return [(label, "n/a (no drain below)", wanted, None)]
+    ratio = num / den
+    return [(label, f"{ratio:.0%}" if as_percent else f"{ratio:.2f}x", wanted, judged(ratio >= target))]
+
+
+def sustained_rows(res: dict[str, Any], judged: Callable[[bool], bool | None]) -> list[Row]:
+    """The sustained scenario on each backend: ingest, exactly-once, WAL; then the drains side by side, and CPU."""
+    out: list[Row] = []
+    runs = {name: res[name] for name in SUSTAINED_VARIANTS if name in res}
+    bare = res.get("bare")
+    for name, su in runs.items():
+        ing, variant = su["ingest"], _variant(su)
+        per_port = f"; per port {' / '.join(f'{n:,}' for n in ing['answers_by_port'].values())}" \
+            if len(su["ports"]) > 1 else ""
+        out.append((f"sustained {su['customers']:,} x {su['messages'] // su['customers']} msgs, L=0, {variant}: "
+                    "acks/s (turns running)", f"{ing['ok_per_s']:,.0f} (p99 {ing['p99_ms']} ms{per_port})", "", None))
+        if name == "sustained" and bare:
+            ratio = ing["ok_per_s"] / bare["ok_per_s"]
+            out.append(("sustained ingest / bare", f"{ratio:.1%}", ">= 20%", judged(ratio >= 0.20)))
+        out.append((f"sustained, {variant}: every acknowledged message answered exactly once",
+                    f"{su['answered']:,}/{su['messages']:,}, {su['duplicates']} dup", "all, 0 dup",
+                    su["answered"] == su["messages"] and su["duplicates"] == 0))
+        if su["wal_max_mib"] is not None:
+            out.append((f"sustained, {variant}: largest WAL file (at the end)",
+                        f"{su['wal_max_mib']} MiB ({su['wal_end_mib']} MiB)", "< 64 MiB", su["wal_max_mib"] < 64))
+    if any(su["wal_max_mib"] is None for su in runs.values()):
+        out.append(("sustained, PostgreSQL: largest WAL file", "n/a (the sampler reads SQLite's WAL)", "", None))
+    for name, su in runs.items():
+        d = su["drain"]
+        sqlite = name == "sustained"
+        out.append((f"sustained drain, {_variant(su)}: messages answered/s",
+                    f"{d['messages_per_s']:,.0f} ({d['messages']:,} msgs in {d['seconds']} s)",
+                    ">= 1,000/s" if sqlite else "", judged(d["messages_per_s"] >= 1000) if sqlite else None))
+    out += _drain_ratio("drain: PostgreSQL 2 processes / 1 process", runs.get("sustained_pg2"),
+                        runs.get("sustained_pg1"), 1.3, False, judged)
+    out += _drain_ratio("drain: PostgreSQL 1 process / SQLite 1 process", runs.get("sustained_pg1"),
+                        runs.get("sustained"), 0.70, True, judged)
+    for su in runs.values():
+        out.append((f"sustained CPU (cores), {_variant(su)}: ingest | drain",
+                    f"{_cores(su['cores'])} | {_cores(su['drain']['cores'])}", "info", None))
+    return out
+
+
 def disturbances(res: dict[str, Any], threshold: float = 0.25) -> list[str]:
     """Phases during which processes outside the benchmark used a noticeable share of the 2 cores."""
     notes = []
@@ -238,7 +307,11 @@ def table(lines: list[Row]) -> str:
 def main(argv: list[str]) -> int:
     """Run the benchmark and print the table; exit 1 when a target fails."""
     args = parse_args(argv)
-    only = set((args.only or "bare,flood,sustained,quiet,memory,parked,actor").split(","))
+    only = set((args.only or DEFAULT_PHASES).split(","))
+    unknown = only - set(PHASES.split(","))
+    if unknown:
+        print(f"unknown phase(s) {', '.join(sorted(unknown))}: choose from {PHASES}", file=sys.stderr)
+        return 2
     workdir = Path(tempfile.mkdtemp(prefix="bot-bench-"))
     opts = options(args, workdir)
     started = time.time()

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import base64
 import json
 import os
 import socket
@@ -20,6 +21,8 @@ VERIFY_TOKEN = "bench-verify-token"
 WA_TOKEN = "wa-test-token"  # what FakeGraph expects by default
 PHONE_NUMBER_ID = "100000000000001"
 WEBHOOK_PATH = "/webhooks/whatsapp"
+# BOT_SECRET_KEY for servers that share a database: a Fernet key (32 bytes, urlsafe base64).
+SECRET_KEY = base64.urlsafe_b64encode(b"bench: one key for all processes").decode()
 CLK_TCK = os.sysconf("SC_CLK_TCK")
 
 

@@ -5,8 +5,9 @@ bodies. A minimal client is used on purpose: aiohttp's client costs more CPU per
 server, and on a 2-core machine a heavy client would measure itself instead of the server.
 
 Jobs (JSON on stdin):
-  closed: {"mode": "closed", "port", "connections", "duration" | "count", "warmup", "customers", "prefix"}
-          N connections, each sends its next request as soon as the previous answer arrives.
+  closed: {"mode": "closed", "port" | "ports", "connections", "duration" | "count", "warmup", "customers", "prefix"}
+          N connections, each sends its next request as soon as the previous answer arrives. With "ports"
+          (several server processes) connection k goes to ports[k % len(ports)], and reconnects there.
   open:   {"mode": "open", "port", "rate", "duration", "customers", "prefix", "connections", "max_connections"}
           requests start on a fixed schedule, whether or not earlier ones were answered (no coordinated
           omission): a request that finds every connection busy waits, and that wait is in its latency.
@@ -222,9 +223,9 @@ def summary(latencies: list[float], statuses: Counter[int], elapsed: float) -> d
     }
 
 
-def message_source(job: dict[str, Any]) -> Callable[[int], Request]:
-    """Request i: a unique wamid from customer offset + i % customers (offset + i when customers is 0)."""
-    port, prefix, customers = int(job["port"]), str(job["prefix"]), int(job.get("customers", 0))
+def message_source(job: dict[str, Any], port: int) -> Callable[[int], Request]:
+    """Request i to `port`: a unique wamid from customer offset + i % customers (offset + i when customers is 0)."""
+    prefix, customers = str(job["prefix"]), int(job.get("customers", 0))
     offset = int(job.get("offset", 0))
 
     builder = RequestBuilder(port)
@@ -240,25 +241,29 @@ def message_source(job: dict[str, Any]) -> Callable[[int], Request]:
 
 async def closed_loop(job: dict[str, Any]) -> dict[str, Any]:
     """N connections in a loop for a duration (after a warm-up) or until `count` requests were answered."""
-    port, n = int(job["port"]), int(job["connections"])
+    ports = [int(p) for p in job.get("ports") or [job["port"]]]
+    n = int(job["connections"])
     duration = float(job.get("duration", 0))
     count = int(job.get("count", 0))
     warmup = float(job.get("warmup", 0))
-    make = message_source(job)
+    # One builder per port: the Host header names the port the request goes to.
+    makes = {port: message_source(job, port) for port in ports}
     counter: Iterator[int] = itertools.count()
     latencies: list[float] = []
     statuses: Counter[int] = Counter()
     per_second: Counter[int] = Counter()
+    by_port: Counter[int] = Counter()
     errors = 0
-    conns = [await connect(port) for _ in range(n)]
+    conns = [await connect(ports[k % len(ports)]) for k in range(n)]
     started = time.perf_counter()
     measure_from = started + warmup
     deadline = measure_from + duration if duration else float("inf")
 
     finished_at = 0.0
 
-    async def worker(conn: Connection) -> None:
+    async def worker(conn: Connection, port: int) -> None:
         nonlocal errors, finished_at
+        make = makes[port]
         while True:
             i = next(counter)
             if count and i >= count:
@@ -276,17 +281,19 @@ async def closed_loop(job: dict[str, Any]) -> dict[str, Any]:
             t1 = time.perf_counter()
             finished_at = time.monotonic()
             per_second[int(t1 - started)] += 1
+            by_port[port] += 1
             if t0 >= measure_from:
                 latencies.append(t1 - t0)
                 statuses[status] += 1
 
-    await asyncio.gather(*(worker(c) for c in conns))
+    await asyncio.gather(*(worker(c, ports[k % len(ports)]) for k, c in enumerate(conns)))
     elapsed = time.perf_counter() - max(started + warmup, started)
     for c in conns:
         c.close()
     timeline = [per_second[k] for k in range(max(per_second) + 1)] if per_second else []
     return {**summary(latencies, statuses, elapsed), "connections": n, "connection_errors": errors,
-            "answers_per_second": timeline, "last_ack_monotonic": finished_at}
+            "answers_per_second": timeline, "answers_by_port": {str(p): by_port[p] for p in ports},
+            "last_ack_monotonic": finished_at}
 
 
 async def open_loop(job: dict[str, Any]) -> dict[str, Any]:
@@ -298,7 +305,7 @@ async def open_loop(job: dict[str, Any]) -> dict[str, Any]:
     """
     port, rate, duration = int(job["port"]), float(job["rate"]), float(job["duration"])
     limit = int(job.get("max_connections", 512))
-    make = message_source(job)
+    make = message_source(job, port)
     total = int(rate * duration)
     requests = [make(i) for i in range(total)]
     latencies: list[float] = []

@@ -8,14 +8,15 @@ import os
 import re
 import time
 from collections import Counter
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
 import aiohttp
 
-from bench.common import Child, CpuMeter, percentile, run_json
+from bench.common import SECRET_KEY, Child, CpuMeter, percentile, run_json
 from bench.loadgen import customer_wa_id
+from bench.postgres import DEFAULT_URL, BackendCpu, Schema
 from bench.server import Server, ServerSettings
 
 # The burst window that keeps turns from starting while the ack path is measured: actors are activated
@@ -49,6 +50,8 @@ class Options:
     sustained_messages: int = 10
     quiet_rate: float = 100.0
     quiet_seconds: float = 10.0
+    pg_url: str = DEFAULT_URL
+    keep: bool = False
 
 
 class Fakes:
@@ -342,26 +345,48 @@ class WalSampler:
             return 0
 
 
-async def _answered(fakes: Fakes, expected: set[str], timeout: float) -> tuple[dict[str, float], Counter[str]]:
-    """First reply time per expected token, and how often each token was answered (duplicates count)."""
-    first: dict[str, float] = {}
-    counts: Counter[str] = Counter()
-    since = 0
-    deadline = time.monotonic() + timeout
-    settle: float | None = None
-    while time.monotonic() < deadline:
-        batch = await fakes.replies(since)
-        since += len(batch)
+class Answers:
+    """The tokens in the replies reaching the fake Graph: when each was first answered, and how often."""
+
+    def __init__(self, fakes: Fakes) -> None:
+        self._fakes = fakes
+        self._since = 0
+        self.first: dict[str, float] = {}
+        self.counts: Counter[str] = Counter()
+
+    async def _poll(self) -> None:
+        batch = await self._fakes.replies(self._since)
+        self._since += len(batch)
         for arrived, _to, body in batch:
             for token in TOKEN.findall(str(body)):
-                counts[token] += 1
-                first.setdefault(token, float(arrived))
-        if settle is None and expected <= first.keys():
-            settle = time.monotonic() + 2.0  # a little longer, to catch late duplicates
-        if settle is not None and time.monotonic() >= settle:
-            break
-        await asyncio.sleep(0.25)
-    return first, counts
+                self.counts[token] += 1
+                self.first.setdefault(token, float(arrived))
+
+    async def wait_all(self, expected: set[str], timeout: float) -> bool:
+        """Poll until every expected token was answered once; False when `timeout` ran out first."""
+        deadline = time.monotonic() + timeout
+        while True:
+            await self._poll()
+            if expected <= self.first.keys():
+                return True
+            if time.monotonic() >= deadline:
+                return False
+            await asyncio.sleep(0.1)
+
+    async def settle(self, seconds: float) -> None:
+        """Keep reading a little longer, to catch late duplicates."""
+        deadline = time.monotonic() + seconds
+        while time.monotonic() < deadline:
+            await asyncio.sleep(0.25)
+            await self._poll()
+
+
+async def _answered(fakes: Fakes, expected: set[str], timeout: float) -> tuple[dict[str, float], Counter[str]]:
+    """First reply time per expected token, and how often each token was answered (duplicates count)."""
+    answers = Answers(fakes)
+    if await answers.wait_all(expected, timeout):
+        await answers.settle(2.0)
+    return answers.first, answers.counts
 
 
 def _latency_row(values: list[float]) -> dict[str, float]:
@@ -398,42 +423,113 @@ async def open_arrivals(opts: Options, fakes: Fakes, *, name: str, rate: float, 
     }
 
 
+# The sustained scenario's server settings on every backend: replies at once (burst 0), and a send
+# rate well above what the drain reaches, so the drain measures the turns and not the rate limiter.
+SUSTAINED = ServerSettings(burst_ms=0, send_rate=1000)
+
+
+class PhaseCpu:
+    """Cores used over one window: each server process, the fakes, this process, and on PostgreSQL the backends."""
+
+    def __init__(self, servers: list[Server], fakes: Fakes, schema: Schema | None = None) -> None:
+        names = ["server"] if len(servers) == 1 else [f"server{k + 1}" for k in range(len(servers))]
+        pids = {name: server.pid for name, server in zip(names, servers, strict=True)}
+        self._procs = CpuMeter({**pids, "fakes": fakes.child.pid, "bench": os.getpid()})
+        self._backends = BackendCpu(schema, [s.pid for s in servers]) if schema is not None else None
+
+    async def start(self) -> None:
+        """Take the first readings."""
+        self._procs.start()
+        if self._backends is not None:
+            await self._backends.start()
+
+    async def stop(self, **more: float) -> dict[str, float]:
+        """Cores per process since start(), `more` (e.g. the load generator's own figure), and `other`."""
+        cores = self._procs.stop()
+        if self._backends is not None:
+            cores["postgres"] = await self._backends.stop()
+        return with_other({**cores, **more})
+
+
+async def _load_and_drain(opts: Options, fakes: Fakes, servers: list[Server], *, customers: int, per_customer: int,
+                          schema: Schema | None = None) -> dict[str, Any]:
+    """The closed loop over every server's port, then the drain until the last message is answered."""
+    total = customers * per_customer
+    expected = {f"s{i}" for i in range(total)}
+    ingest_cpu = PhaseCpu(servers, fakes, schema)
+    await ingest_cpu.start()
+    sent = await loadgen({"mode": "closed", "ports": [s.port for s in servers], "connections": opts.connections,
+                          "count": total, "customers": customers, "prefix": "s"})
+    ingest_cores = await ingest_cpu.stop(loadgen=sent["loadgen_cores"])
+    ingest_end = float(sent["last_ack_monotonic"])
+    answered_at_end = (await fakes.stats())["replies"]
+    answers = Answers(fakes)
+    drain_cpu = PhaseCpu(servers, fakes, schema)
+    await drain_cpu.start()
+    # The drain's CPU is metered until the last message is answered, not through the settling after it.
+    complete = await answers.wait_all(expected, 120 + total / 200)
+    drain_cores = await drain_cpu.stop()
+    if complete:
+        await answers.settle(2.0)
+    answered = answers.first.keys() & expected
+    last = max(answers.first.values()) if answers.first else ingest_end
+    after_end = sum(1 for t in answered if answers.first[t] > ingest_end)
+    drain_s = max(1e-9, last - ingest_end)
+    return {
+        "customers": customers, "messages": total, "ports": [s.port for s in servers],
+        "ingest": {k: sent[k] for k in ("ok_per_s", "p50_ms", "p99_ms", "ok", "requests", "elapsed_s",
+                                        "connection_errors", "answers_by_port")},
+        "replies_during_ingest": answered_at_end,
+        "drain": {"messages": after_end, "seconds": round(drain_s, 2),
+                  "messages_per_s": round(after_end / drain_s, 1), "cores": drain_cores},
+        "answered": len(answered), "duplicates": sum(1 for t in expected if answers.counts[t] > 1),
+        "cores": ingest_cores,
+    }
+
+
+async def _stop_all(servers: list[Server]) -> list[int | None]:
+    """Graceful stops, all at once (each process's turns are done by now); the exit codes."""
+    return list(await asyncio.gather(*(server.stop(timeout=60) for server in servers)))
+
+
 async def sustained(opts: Options, fakes: Fakes, *, customers: int, per_customer: int) -> dict[str, Any]:
-    """A closed loop of signed webhooks (customers × messages, interleaved), model 0 ms, the pipeline live.
+    """A closed loop of signed webhooks (customers × messages, interleaved), model 0 ms, the pipeline live, on SQLite.
 
     Reports ingest acks/s while turns share the core, then the drain (messages answered per second
     from the last ack until the last reply), exactly-once, and the largest WAL file seen.
     """
     await fakes.reset(0)
     name = "sustained"
-    server = await Server.start(opts.workdir / name, fakes.urls, ServerSettings(burst_ms=0, send_rate=1000))
-    total = customers * per_customer
+    server = await Server.start(opts.workdir / name, fakes.urls, SUSTAINED)
     try:
         with WalSampler(opts.workdir / name / "data") as wal:
-            cpu = meter(server, fakes)
-            sent = await loadgen({"mode": "closed", "port": server.port, "connections": opts.connections,
-                                  "count": total, "customers": customers, "prefix": "s"}, cpu)
-            ingest_end = float(sent["last_ack_monotonic"])
-            answered_at_end = (await fakes.stats())["replies"]
-            drain_cpu = meter(server, fakes)
-            drain_cpu.start()
-            first, counts = await _answered(fakes, {f"s{i}" for i in range(total)}, 120 + total / 200)
-            drain_cores = with_other(drain_cpu.stop())
+            result = await _load_and_drain(opts, fakes, [server], customers=customers, per_customer=per_customer)
             wal_end = wal.now_bytes()
     finally:
-        code = await server.stop(timeout=60)
-    expected = {f"s{i}" for i in range(total)}
-    answered = first.keys() & expected
-    last = max(first.values()) if first else ingest_end
-    after_end = sum(1 for t in answered if first[t] > ingest_end)
-    drain_s = max(1e-9, last - ingest_end)
-    return {
-        "customers": customers, "messages": total,
-        "ingest": {k: sent[k] for k in ("ok_per_s", "p50_ms", "p99_ms", "ok", "requests", "elapsed_s")},
-        "replies_during_ingest": answered_at_end,
-        "drain": {"messages": after_end, "seconds": round(drain_s, 2),
-                  "messages_per_s": round(after_end / drain_s, 1), "cores": drain_cores},
-        "answered": len(answered), "duplicates": sum(1 for t in expected if counts[t] > 1),
-        "wal_max_mib": round(wal.max_bytes / 2**20, 1), "wal_end_mib": round(wal_end / 2**20, 1),
-        "cores": sent["cores"], "server_exit_code": code,
-    }
+        codes = await _stop_all([server])
+    return {"backend": "sqlite", "processes": 1, **result, "wal_max_mib": round(wal.max_bytes / 2**20, 1),
+            "wal_end_mib": round(wal_end / 2**20, 1), "server_exit_codes": codes}
+
+
+async def sustained_pg(opts: Options, fakes: Fakes, *, name: str, processes: int, customers: int,
+                       per_customer: int) -> dict[str, Any]:
+    """The sustained scenario on PostgreSQL: `processes` servers on one fresh schema, the load spread over their ports.
+
+    The processes form a cluster (advisory locks per conversation, LISTEN/NOTIFY), so a message
+    may be acknowledged by one process and answered by another. No WAL figure: the sampler reads SQLite's.
+    """
+    await fakes.reset(0)
+    async with Schema.fresh(opts.pg_url, f"bench_{os.getpid()}_{name}", keep=opts.keep) as schema:
+        # One key for all: each process must read what another encrypted.
+        settings = replace(SUSTAINED, extra={"BOT_DATABASE_URL": schema.url, "BOT_SECRET_KEY": SECRET_KEY})
+        servers: list[Server] = []
+        try:
+            # One at a time: the first applies the migrations, the next find the schema ready.
+            for k in range(processes):
+                servers.append(await Server.start(opts.workdir / name / f"p{k + 1}", fakes.urls, settings))
+            result = await _load_and_drain(opts, fakes, servers, customers=customers, per_customer=per_customer,
+                                           schema=schema)
+        finally:
+            codes = await _stop_all(servers)
+    return {"backend": "postgres", "processes": processes, "schema": schema.name, **result,
+            "wal_max_mib": None, "wal_end_mib": None, "server_exit_codes": codes}

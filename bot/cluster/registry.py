@@ -53,6 +53,7 @@ class ClusterRegistry:
         self._bus = bus
         self._owned: set[ConversationKey] = set()
         self._waiting: dict[ConversationKey, list[Any]] = {}
+        self._from_bus: set[ConversationKey] = set()  # woken for by another process: never woken back
         self._signal = asyncio.Event()
         self._tasks: list[asyncio.Task[None]] = []
         self.closing = False
@@ -125,20 +126,23 @@ class ClusterRegistry:
             await self._signal.wait()
             self._signal.clear()
             waiting, self._waiting = self._waiting, {}
+            from_bus, self._from_bus = self._from_bus, set()
             try:
-                await self._claim(waiting)
+                await self._claim(waiting, from_bus)
             except Exception as exc:
                 # The lock connection is in trouble: the work is durable, the sweeper retries it.
                 log.warning("claim_failed", error=str(exc), conversations=len(waiting))
                 await asyncio.sleep(SWEEP_SECONDS)
 
-    async def _claim(self, waiting: dict[ConversationKey, list[Any]]) -> None:
+    async def _claim(self, waiting: dict[ConversationKey, list[Any]], from_bus: set[ConversationKey]) -> None:
         keys = [k for k in waiting if k not in self._owned]
         granted = await self._ownership.claim(keys) if keys else set()
         if granted:
             await self._activate(granted, waiting)
+        # Held elsewhere: wake the holder (the work is in the database). A wake that came from another
+        # process is not sent back: whoever holds the lock was told, or the sweeper finds the work.
         others = [(k, any(_is_human(m) for m in msgs)) for k, msgs in waiting.items()
-                  if k not in granted and k not in self._owned]
+                  if k not in granted and k not in self._owned and k not in from_bus]
         for key, messages in waiting.items():
             if key in self._owned and key not in granted:
                 for message in messages:  # became ours meanwhile (an earlier batch)
@@ -176,9 +180,17 @@ class ClusterRegistry:
         task.add_done_callback(_log_failure)
 
     def _woken(self, key: ConversationKey, human: bool) -> None:
-        """Another process stored work for a conversation it saw as ours."""
+        """Another process stored work for a conversation it saw as ours.
+
+        If it is no longer ours (our actor passivated and gave the lock back just then), we claim it:
+        nobody may hold it now, and the work would otherwise wait for a sweep.
+        """
         if key in self._owned:
             self.local.tell(key, Wake(human=human))
+        elif not self.closing:
+            self._waiting.setdefault(key, []).append(Wake(human=human))
+            self._from_bus.add(key)
+            self._signal.set()
 
     # -- the sweeper ---------------------------------------------------------------------------
     async def _sweeper(self) -> None:
