@@ -10,7 +10,7 @@ from aiohttp.test_utils import TestClient
 from bot.actors.takeover import Takeover
 from bot.domain.conversation import ConversationKey
 from bot.web.keys import TAKEOVER
-from tests.conftest import ClientFactory, post_webhook
+from tests.conftest import API_TOKEN, ClientFactory, post_webhook
 from tests.fakes.graph_server import FakeGraph
 from tests.fakes.meta import contact, inbound_message, load_sample_json, text_message, webhook
 from tests.fakes.openai_server import CallTools, FakeOpenAI, Reply
@@ -83,6 +83,11 @@ async def test_a_deleted_answered_message_is_marked_and_not_answered(
     assert len(fake_openai.responses_requests()) == 1 and len(fake_graph.sent) == 1
     row = await repos_of(client).db.fetchrow("SELECT status, revoked_at FROM inbox WHERE wamid = 'wamid.D1'")
     assert row is not None and row["status"] == "done" and row["revoked_at"] is not None
+    thread = await (await client.get(f"/api/conversations/{PHONE}/messages",
+                                     headers={"Authorization": f"Bearer {API_TOKEN}"})).json()
+    shown = {m["id"]: m for m in thread["messages"] if m["direction"] == "in"}
+    deleted = [m for m in shown.values() if m["deleted_at"] is not None]
+    assert [m["text"] for m in deleted] == ["Ciao, una domanda"]  # the thread marks the original deleted
 
 
 async def test_a_number_change_moves_the_conversation_and_is_never_answered(
@@ -179,6 +184,27 @@ async def test_a_typed_answer_to_offered_choices_is_understood(
     await post_webhook(client, text_message("wamid.T2", PHONE, "2"))
     await wait_handled(client, 2)
     assert user_texts(fake_openai)[-1] == "2 — the customer chose Taglia M (size_M)"
+
+
+async def test_offered_choices_are_shown_in_the_thread_and_understood_after_a_restart(
+    make_client: ClientFactory, fake_openai: FakeOpenAI, fake_graph: FakeGraph
+) -> None:
+    client = await make_client()
+    choices = [{"id": f"c_{n}", "title": title, "description": None} for n, title in enumerate(("Ritiro", "Consegna"))]
+    fake_openai.script.append(CallTools([("offer_choices", {"text": "Come preferisci?", "choices": choices})]))
+    fake_openai.script.append(Reply("(ignored)"))
+    await post_webhook(client, text_message("wamid.OC1", PHONE, "Vorrei ordinare"))
+    await wait_handled(client, 1)
+    thread = await (await client.get(f"/api/conversations/{PHONE}/messages",
+                                     headers={"Authorization": f"Bearer {API_TOKEN}"})).json()
+    [offer] = [m for m in thread["messages"] if m["kind"] == "choices"]
+    # As the customer saw them: reply buttons, drawn in the operator's thread from the same body.
+    assert [b["reply"]["title"] for b in offer["body"]["action"]["buttons"]] == ["Ritiro", "Consegna"]
+    await client.close()
+    again = await make_client()  # a restart (or another process) between the offer and the answer
+    await post_webhook(again, text_message("wamid.OC2", PHONE, "consegna"))
+    await wait_handled(again, 2)
+    assert user_texts(fake_openai)[-1] == "consegna — the customer chose Consegna (c_1)"
 
 
 async def test_the_servers_own_text_after_24_hours_fails_clearly_or_goes_as_the_template(

@@ -184,7 +184,7 @@ class _Unit:
 class ConversationActor(Actor[ConversationKey]):
     """Folds bursts into turns, asks the engine, and sends through its channel."""
 
-    __slots__ = ("_arrivals", "_offered", "_sending", "_watch", "contact", "conv", "deps")
+    __slots__ = ("_arrivals", "_offered", "_offered_read", "_sending", "_watch", "contact", "conv", "deps")
 
     def __init__(self, key: ConversationKey, deps: ConversationDeps,
                  on_exit: Callable[[Actor[ConversationKey]], None]) -> None:
@@ -193,9 +193,12 @@ class ConversationActor(Actor[ConversationKey]):
         self.conv: Conversation | None = None
         self.contact: Contact | None = None
         self._sending: list[_Pending] = []  # emptied after every turn; shared empty list while idle
-        # Only while the customer is writing now (lost on passivation, which is fine): the choices we
-        # offered last, recent arrival times (a flood), and what tells a bot from a person.
+        # The choices we offered last (read back from the outbox once per activation, so a "2" typed after
+        # a restart, a pause or a move to another process is still understood); and only while the
+        # customer is writing now (lost on passivation, which is fine): recent arrival times (a flood),
+        # and what tells a bot from a person.
         self._offered: tuple[Choice, ...] | None = None
+        self._offered_read = False
         self._arrivals: list[float] | None = None
         self._watch: LoopWatch | None = None
 
@@ -379,6 +382,18 @@ class ConversationActor(Actor[ConversationKey]):
             await self._signal(self.deps.channels.for_key(self.key).react(
                 self.key, _address(self.conv), batch[-1].message.wamid, ""))
 
+    async def _last_offered(self) -> tuple[Choice, ...] | None:
+        """The choices of the AI's last message, if that message offered some."""
+        row = await self.deps.repos.db.fetchrow(
+            "SELECT kind, body FROM outbox WHERE phone_number_id = $1 AND customer_id = $2 AND author = 'ai' "
+            "ORDER BY id DESC LIMIT 1", self.key.business, self.key.customer)
+        if row is None or row["kind"] != "choices" or not row["body"]:
+            return None
+        try:
+            return tuple(to_choices(orjson.loads(row["body"])["choices"]))
+        except (orjson.JSONDecodeError, KeyError, TypeError, ValueError):
+            return None
+
     async def _join_stored(self, batch: list[StoredInbound]) -> None:
         """Add the pending messages other processes stored (and only told us of by a Wake), in arrival order."""
         have = {s.inbox_id for s in batch} | {m.stored.inbox_id for m in self.queued() if isinstance(m, Inbound)}
@@ -441,6 +456,8 @@ class ConversationActor(Actor[ConversationKey]):
 
     async def _answer(self, batch: list[StoredInbound], settings: RuntimeSettings, memo: dict[int, str]) -> str:
         conv, _ = await self._state()
+        if not self._offered_read:
+            self._offered, self._offered_read = await self._last_offered(), True
         prepared = prepare(batch, self._offered)
         moved_to = next((n.new_wa_id for n in prepared.notices if n.number_changed and n.new_wa_id
                          and n.new_wa_id != conv.wa_id), None)

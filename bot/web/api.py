@@ -16,6 +16,7 @@ from bot.persistence.desk import TABS, ListQuery, Tab
 from bot.web.jsonapi import conversation_of, ok, page_params, refuse, username
 from bot.web.keys import REPOS, SENDER, TAKEOVER, USER
 from bot.whatsapp.client import GraphError
+from bot.whatsapp.interactive import render_choices
 from bot.whatsapp.text import MAX_TEXT
 
 routes = web.RouteTableDef()
@@ -106,6 +107,20 @@ def _body(raw: str | None) -> Any:
         return None
 
 
+def _shown_body(kind: str, raw: str | None) -> Any:
+    """What an outgoing message offered, as the customer saw it: the buttons or list of an interactive
+    message (the AI's choices rendered as they were sent), or which template went out."""
+    body = _body(raw)
+    if kind == "choices" and isinstance(body, dict):
+        try:
+            rendered = render_choices(str(body.get("text") or ""), body.get("choices") or [],
+                                      language=body.get("language"))
+        except ValueError:
+            return None
+        return rendered.interactive  # None when they went as numbered text (the text shows them)
+    return body if kind in ("interactive", "template") else None
+
+
 @routes.get("/api/conversations/{wa_id}/messages")
 async def list_messages(request: web.Request) -> web.Response:
     """Every message of a conversation, oldest first: customer (inbox) and ai/operator/system (outbox),
@@ -113,7 +128,7 @@ async def list_messages(request: web.Request) -> web.Response:
     conv = await conversation_of(request)
     repos = request.app[REPOS]
     inbound = await repos.db.fetch(
-        "SELECT id, wamid, type, text, status, last_error, received_at FROM inbox "
+        "SELECT id, wamid, type, text, status, last_error, received_at, revoked_at FROM inbox "
         "WHERE phone_number_id = $1 AND customer_id = $2 ORDER BY id",
         conv.phone_number_id, conv.customer_id,
     )
@@ -123,6 +138,7 @@ async def list_messages(request: web.Request) -> web.Response:
             "id": f"in-{r['id']}", "direction": "in", "author": "customer", "type": r["type"], "kind": r["type"],
             "text": r["text"], "status": r["status"], "error": r["last_error"] if r["status"] == "failed" else None,
             "created_at": r["received_at"],
+            "deleted_at": r["revoked_at"],  # the customer deleted it (WhatsApp "delete for everyone")
             "media": f"/api/media/{r['id']}" if r["type"] in MEDIA_TYPES and not conv.is_test else None,
         }
         for r in inbound
@@ -132,8 +148,7 @@ async def list_messages(request: web.Request) -> web.Response:
             "id": f"out-{r['id']}", "direction": "out", "author": r["author"], "type": r["kind"], "kind": r["kind"],
             "text": r["text"], "status": r["status"], "error_code": r["error_code"], "error": r["error_reason"]
             if r["status"] in ("failed", "unknown") else None, "created_at": r["created_at"],
-            # What an interactive message offered (its buttons or list) or which template went out.
-            "body": _body(r["body"]) if r["kind"] in ("interactive", "template") else None,
+            "body": _shown_body(r["kind"], r["body"]),
         }
         for r in outbound
     )

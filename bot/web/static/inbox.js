@@ -250,8 +250,9 @@
       li.append(el("span", "meta", m.author + " · " + new Date(m.created_at * 1000).toLocaleString() + " · never sent"));
       return li;
     }
-    const li = el("li", "msg " + (m.direction === "out" ? "out " : "") + m.author);
+    const li = el("li", "msg " + (m.direction === "out" ? "out " : "") + m.author + (m.deleted_at ? " deleted" : ""));
     li.dataset.author = m.author;
+    if (m.deleted_at) li.append(el("span", "deleted-tag", "Deleted by the customer"));
     li.dataset.type = m.type || "text";
     const media = m.type && !["text", "interactive", "button", "template"].includes(m.type);
     if (media) {
@@ -269,7 +270,9 @@
         li.append(el("span", "template-tag", "Template" + (name ? ": " + name : "")));
       }
       li.append(document.createTextNode(m.text || ""));
-      if (m.kind === "interactive" && m.direction === "out" && m.body) li.append(offeredNode(m.body));
+      if ((m.kind === "interactive" || m.kind === "choices") && m.direction === "out" && m.body) {
+        li.append(offeredNode(m.body));
+      }
     }
     const who = { customer: "customer", ai: "AI", operator: "operator", system: "automatic" }[m.author] || m.author;
     const when = new Date(m.created_at * 1000).toLocaleString();
