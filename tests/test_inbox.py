@@ -8,6 +8,7 @@ from typing import Any
 
 from aiohttp.test_utils import TestClient
 
+from bot.texts import TEXTS
 from tests.conftest import API_TOKEN, ClientFactory, post_webhook
 from tests.fakes.graph_server import FakeGraph
 from tests.fakes.meta import load_sample, status_update, text_message
@@ -91,7 +92,7 @@ async def test_test_chat_runs_the_pipeline_without_whatsapp(
     async def replied() -> list[dict[str, object]] | None:
         resp = await client.get(f"/api/conversations/{conversation}/messages")
         if resp.status != 200:
-            return None  # the conversation row is created by the first turn
+            return None  # not yet stored
         data = await resp.json()
         replies = [m for m in data["messages"] if m["author"] == "ai"]
         return replies or None
@@ -250,3 +251,46 @@ async def test_a_failed_reply_shows_in_the_list_and_the_thread(client: TestClien
     await post_webhook(client, text_message("wamid.F2", PHONE, "Ci sei?", name="Franco"))
     await wait_until(lambda: latest_reply_is("sent", "delivered", "read"), what="the reply that went out")
     assert (await listed())["last_outbound_status"] == "sent"
+
+
+async def test_the_test_chat_without_an_openai_key_says_so_at_once_and_keeps_the_message(
+    make_client: ClientFactory, fake_openai: FakeOpenAI
+) -> None:
+    client = await make_client(openai_api_key="", openai_base_url=None)  # as on a fresh install
+    csrf = await sign_in(client)
+    resp = await client.post("/api/test-chat/messages", json={"text": "Hello, do you sell bread?"},
+                             headers={"X-CSRF-Token": csrf})
+    assert resp.status == 202
+    answer = await resp.json()
+    assert "OPENAI_API_KEY" in answer["warning"]  # shown under the message the operator just typed
+
+    async def thread() -> list[dict[str, Any]]:
+        got = await client.get(f"/api/conversations/{answer['conversation']}/messages")
+        return list((await got.json())["messages"]) if got.status == 200 else []
+
+    # The typed message is in the thread straight away, and the fallback follows in seconds, in English.
+    assert [m["text"] for m in await thread()][:1] == ["Hello, do you sell bread?"]
+    async def with_fallback() -> list[dict[str, Any]] | None:
+        messages = await thread()
+        return messages if any(m["author"] == "system" for m in messages) else None
+
+    messages = await wait_until(with_fallback, what="the fallback", timeout=10)
+    fallback = next(m for m in messages if m["author"] == "system")
+    assert fallback["text"] == TEXTS["fallback"]["en"]
+    assert fake_openai.responses_requests() == []  # no call made without a key
+
+
+async def test_the_first_test_chat_message_shows_before_its_slow_turn_ends(
+    client: TestClient, fake_openai: FakeOpenAI
+) -> None:
+    fake_openai.latency = 3.0  # the model is thinking
+    csrf = await sign_in(client)
+    resp = await client.post("/api/test-chat/messages", json={"text": "Ciao, ci siete?"},
+                             headers={"X-CSRF-Token": csrf})
+    conversation = (await resp.json())["conversation"]
+    shown = await client.get(f"/api/conversations/{conversation}/messages")
+    assert shown.status == 200
+    messages = (await shown.json())["messages"]
+    assert [(m["author"], m["text"]) for m in messages] == [("customer", "Ciao, ci siete?")]
+    listing = await (await client.get("/api/conversations?tab=test", headers=AUTH)).json()
+    assert [c["customer_id"] for c in listing["conversations"]] == [conversation]

@@ -254,6 +254,10 @@ class Engine:
 
     async def _create(self, settings: AISettings, **params: Any) -> ModelResponse:
         """One POST /responses with backoff on transient errors; chain loss is raised untouched."""
+        if not settings.api_key and not settings.base_url:
+            # OpenAI refuses every call without a key: say so at once instead of retrying for minutes.
+            raise AIError("no OpenAI API key is set (OPENAI_API_KEY, or the settings page)", kind="openai_auth",
+                          retryable=False)
         async with self.client(settings) as client:
             return await self._create_with(client, **params)
 

@@ -9,9 +9,10 @@ from contextlib import suppress
 import orjson
 from aiohttp import web
 
+from bot import readiness
 from bot.domain.conversation import InboundMessage
 from bot.persistence.conversations import TEST_NUMBER_ID
-from bot.web.keys import INGEST, LIVE, USER
+from bot.web.keys import CONFIG, INGEST, LIVE, STORED_SETTINGS, USER
 from bot.web.pages import budget_banner, render
 from bot.whatsapp.events import WebhookBatch
 from bot.whatsapp.text import MAX_TEXT
@@ -88,4 +89,10 @@ async def test_chat_message(request: web.Request) -> web.Response:
         timestamp=int(time.time()),
     )
     await request.app[INGEST].accept(WebhookBatch(messages=[message], statuses=[], echoes=[]))
-    return web.json_response({"conversation": customer_id, "wamid": wamid}, status=202)
+    answer: dict[str, str] = {"conversation": customer_id, "wamid": wamid}
+    # Said here, where the operator is looking, not only in the start-up log: without a key the AI cannot answer.
+    missing = [p for p in await readiness.check(request.app[CONFIG], request.app[STORED_SETTINGS])
+               if p.setting == "OPENAI_API_KEY"]
+    if missing:
+        answer["warning"] = f"{missing[0].effect} {missing[0].fix}"
+    return web.json_response(answer, status=202)

@@ -420,7 +420,13 @@
     let path = state.test ? "/api/test-chat/messages" : conversationPath("/messages");
     if (state.mode === "note") path = conversationPath("/notes");
     const res = await post(path, { text: text });
-    if (res.ok) { box.value = ""; $("reply-error").textContent = ""; closePicker(); refreshSoon(); }
+    if (res.ok) {
+      box.value = "";
+      // The test chat says why no answer will come (no OpenAI key), right under the message.
+      $("reply-error").textContent = (res.body && res.body.warning) || "";
+      closePicker();
+      refreshSoon();
+    }
     else { $("reply-error").textContent = res.body.error || "Could not send (HTTP " + res.status + ")"; }
   });
 
