@@ -6,6 +6,7 @@ from __future__ import annotations
 import asyncio
 import re
 from collections.abc import AsyncIterator
+from typing import Any
 
 import aiohttp
 import orjson
@@ -20,6 +21,7 @@ from tests.conftest import post_webhook
 from tests.fakes.graph_server import FakeGraph
 from tests.fakes.hook_receiver import FakeHookReceiver
 from tests.fakes.meta import text_message
+from tests.fakes.openai_server import CallTools, FakeOpenAI, Reply
 from tests.helpers import repos_of, wait_handled, wait_until
 from tests.web.helpers import admin, post_form
 
@@ -138,3 +140,22 @@ async def test_two_workers_never_deliver_one_event_twice_and_failures_show(
     assert (await post_form(client, f"/settings/webhooks/{endpoint.id}/delete", csrf)).status == 303
     assert receiver.url not in await (await client.get("/settings")).text()
 
+
+
+async def test_a_hand_off_and_the_reply_are_delivered_as_their_events(
+    client: TestClient, fake_openai: FakeOpenAI, receiver: FakeHookReceiver
+) -> None:
+    csrf = await admin(client)
+    receiver.secret = await add_endpoint(client, csrf, receiver.url, "handoff.requested", "reply.sent")
+    fake_openai.script.append(CallTools([("request_human", {"reason": "wants to speak to the owner"})]))
+    fake_openai.script.append(Reply("(not used)"))
+    await post_webhook(client, text_message("wamid.HO1", CUSTOMER, "Voglio parlare con il titolare"))
+    await receiver.wait_until(lambda: len(receiver.delivered()) == 2, what="the hand-off and its text")
+    assert all(valid for _, valid, _ in receiver.received)
+    events: list[dict[str, Any]] = receiver.delivered()  # type: ignore[assignment]
+    kinds = sorted(e["kind"] for e in events)
+    assert kinds == ["handoff.requested", "reply.sent"]
+    handoff = next(e for e in events if e["kind"] == "handoff.requested")
+    assert handoff["data"]["wa_id"] == CUSTOMER and "owner" in handoff["data"]["reason"]
+    reply = next(e for e in events if e["kind"] == "reply.sent")
+    assert reply["data"]["author"] == "system" and reply["data"]["wa_id"] == CUSTOMER  # the hand-off text

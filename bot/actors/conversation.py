@@ -665,8 +665,9 @@ class ConversationActor(Actor[ConversationKey]):
         unit.messages = [OutboundMessage("text", person_answers(settings, language, now, "handoff"))]
         unit.changed = "needs_human"
         if not self.key.is_local:
-            unit.add(*event_stmts("handoff.requested", {"phone_number_id": self.key.business,
-                                                      "customer_id": self.key.customer, "reason": reason}))
+            unit.add(*event_stmts("handoff.requested", {
+                "phone_number_id": self.key.business, "customer_id": self.key.customer,
+                "wa_id": self.conv.wa_id if self.conv is not None else None, "reason": reason}))
         log.info("handoff_requested")
 
     async def _ask_model(self, conv: Conversation, contact: Contact, batch: list[StoredInbound],
