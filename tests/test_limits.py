@@ -8,6 +8,7 @@ import time
 from aiohttp.test_utils import TestClient
 
 from bot.persistence.usage import day_of
+from bot.texts import TEXTS
 from bot.web.keys import COSTS
 from tests.conftest import API_TOKEN, ClientFactory, post_webhook
 from tests.fakes.graph_server import FakeGraph
@@ -126,3 +127,39 @@ async def test_the_settings_page_sets_the_budget_prices_and_opening_hours(
     assert "shortly" in fake_graph.texts()[-1]
     audit = await repos_of(client).audit.recent(action="business_settings_saved")
     assert audit and audit[0]["username"] == "admin"
+
+
+async def test_the_hourly_limit_holds_for_the_rest_of_the_hour_then_lifts(
+    make_client: ClientFactory, fake_openai: FakeOpenAI, fake_graph: FakeGraph
+) -> None:
+    client = await make_client(customer_turns_per_hour=3)
+    customer = "393337770000"
+    for n in range(1, 6):  # at a person's pace: one message, one answer
+        await post_webhook(client, text_message(f"wamid.HL{n}", customer, f"Hello, question number {n}, thanks"))
+        await wait_handled(client, n)
+    # Three turns, then one polite notice in the customer's language, then silence (no calls, no texts).
+    assert len(fake_openai.responses_requests()) == 3
+    texts = fake_graph.texts_to(customer)
+    assert len(texts) == 4 and texts[3] == TEXTS["rate_limited"]["en"]
+    conv = await wait_conversation(client, lambda c: c.flag == "rate_limited", "the flag", customer)
+    assert conv.rate_window_start is not None
+    # An operator hands the conversation back: the limit is lifted, and the AI answers at once.
+    assert (await client.post(f"/api/conversations/{customer}/resume", headers=BEARER)).status == 200
+    await wait_conversation(client, lambda c: c.flag is None, "the hand-back", customer)
+    await post_webhook(client, text_message("wamid.HL5b", customer, "Hello, after the hand-back"))
+    await wait_handled(client, 6)
+    assert fake_graph.texts_to(customer)[-1] == "Echo: Hello, after the hand-back"
+    for n in (7, 8, 9):  # two more turns, and the limit of 3 an hour is reached again
+        await post_webhook(client, text_message(f"wamid.HL5{n}", customer, f"Hello, question {n} after it"))
+        await wait_handled(client, n)
+    assert fake_graph.texts_to(customer)[-1] == TEXTS["rate_limited"]["en"]
+    # An hour later the window starts afresh: answered again, and the flag is gone.
+    # (A restart stands in for the hour: the minute's arrivals, kept in memory, are gone too.)
+    await repos_of(client).db.execute("UPDATE conversations SET rate_window_start = $1", time.time() - 3601)
+    await client.close()
+    later = await make_client(customer_turns_per_hour=3)
+    await post_webhook(later, text_message("wamid.HL6", customer, "Hello again, one more question"))
+    await wait_handled(later, 10)
+    assert len(fake_openai.responses_requests()) == 7
+    assert fake_graph.texts_to(customer)[-1] == "Echo: Hello again, one more question"
+    await wait_conversation(later, lambda c: c.flag is None, "the flag cleared", customer)

@@ -297,6 +297,7 @@ class ConversationActor(Actor[ConversationKey]):
                 return conv.paused_by_human(until=None, now=now), [], "paused"
             case "resume":
                 log.info("ai_resumed")
+                self._arrivals = None  # a flood before the hand-back no longer counts against the customer
                 return conv.handed_back(), [], "resumed"
             case "echo":
                 # A message from the WhatsApp Business app on the same number: a person is at work.

@@ -35,9 +35,14 @@ def within_hour_window(conv: Conversation, now: float) -> Conversation:
 
 
 def over_limit(conv: Conversation, recent_messages: int, settings: RuntimeSettings) -> bool:
-    """True when this customer has had their turns this hour, or is writing faster than a person can."""
+    """True when this customer has had their turns this hour, or is writing faster than a person can.
+
+    Once limited, the customer stays limited until the hour is over (`within_hour_window` clears the
+    flag), however quiet they have been since: a flood that stops for a minute gets no new turns.
+    """
     limit = settings.customer_turns_per_hour
-    return bool(limit) and (conv.rate_window_turns >= limit or recent_messages > limit)
+    return bool(limit) and (conv.flag == "rate_limited" or conv.rate_window_turns >= limit
+                            or recent_messages > limit)
 
 
 @dataclass(frozen=True, slots=True)

@@ -72,7 +72,9 @@ class Conversation:
 
     def handed_back(self) -> Conversation:
         """The state after an operator gave the conversation back to the AI."""
-        return replace(self, paused=False, paused_until=None, needs_human=False, flag=None, flag_at=None)
+        # A rate limit is lifted too: the operator decided the AI may answer this customer again.
+        return replace(self, paused=False, paused_until=None, needs_human=False, flag=None, flag_at=None,
+                       rate_window_start=None, rate_window_turns=0)
 
     def flagged(self, flag: str, now: float) -> Conversation:
         """Marked for operators (rate-limited, another bot on the line, budget reached…)."""

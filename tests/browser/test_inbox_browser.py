@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import shutil
+import time
 from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
@@ -11,6 +12,7 @@ import pytest
 from aiohttp.test_utils import TestServer
 
 from bot.app import build_app
+from bot.web.keys import REPOS
 from tests.conftest import make_config
 from tests.fakes.graph_server import FakeGraph
 from tests.fakes.meta import sign, text_message
@@ -103,6 +105,15 @@ async def test_inbox_live_takeover_and_hand_back(
             await expect(page.locator("#messages li[data-author=ai]").last).to_contain_text(
                 "Echo: Quando arriva la borsa?", timeout=10_000)
             await page.screenshot(path=str(ARTIFACTS / "inbox.png"), full_page=True)
+
+            # The server limited this customer (as after a flood): the list and the thread say so.
+            await server.app[REPOS].db.execute(  # type: ignore[index]
+                "UPDATE conversations SET flag = 'rate_limited', flag_at = $1", time.time())
+            await page.reload()
+            await expect(page.locator("#conversations li", has_text="Giulia")).to_contain_text("rate-limited")
+            await page.locator("#conversations li", has_text="Giulia").click()
+            await expect(page.locator("#thread-flag")).to_contain_text("too many messages this hour")
+            await page.screenshot(path=str(ARTIFACTS / "inbox-flagged.png"))
 
             # Phone width: the list and the thread stack.
             await page.set_viewport_size({"width": 380, "height": 760})

@@ -65,6 +65,19 @@
     return ["ai", "AI answering"];
   }
 
+  // Why the server stopped the AI on its own, for an operator to look at (the conversation's flag).
+  const FLAGS = {
+    rate_limited: ["flag", "rate-limited: too many messages this hour"],
+    loop: ["flag", "another bot on the line: AI paused"],
+    budget: ["flag", "monthly budget reached"],
+    identity_changed: ["flag", "the customer's identity changed"],
+  };
+
+  function flagBadge(c) {
+    const found = FLAGS[c.flag];
+    return found ? badge(found[0], found[1]) : null;
+  }
+
   function extraFailed(c) {
     return c.last_outbound_status === "failed" && (c.is_test || c.state === "paused" || c.state === "needs_human");
   }
@@ -147,6 +160,8 @@
       const [cls, label] = stateLabel(c);
       badges.append(badge(cls, label));
       if (extraFailed(c)) badges.append(badge("failed", "last send failed"));
+      const flagged = flagBadge(c);
+      if (flagged) badges.append(flagged);
       if (c.assigned_to) badges.append(badge("holder", c.assigned_to === me ? "yours" : c.assigned_to));
       li.append(badges);
       if (c.labels && c.labels.length) {
@@ -319,6 +334,9 @@
     stateBadge.className = "badge " + cls;
     stateBadge.textContent = label;
     $("thread-failed").hidden = !extraFailed(c);
+    const flagged = flagBadge(c);
+    $("thread-flag").hidden = !flagged;
+    $("thread-flag").textContent = flagged ? flagged.textContent : "";
     const holder = $("thread-holder");
     holder.hidden = !c.assigned_to;
     holder.textContent = c.assigned_to ? (c.assigned_to === me ? "taken by you" : "taken by " + c.assigned_to) : "";
@@ -340,7 +358,8 @@
     list.dataset.for = wanted;
     const held = c.state === "paused" || c.state === "needs_human";
     $("pause").hidden = held;
-    $("resume").hidden = !held;
+    // Hand back also lifts a rate limit: the operator decides the AI may answer this customer again.
+    $("resume").hidden = !held && c.flag !== "rate_limited";
     $("take").hidden = c.assigned_to === me;
     showComposer();
     const lastIn = (res.body.messages || []).filter((m) => m.direction === "in").pop();
