@@ -230,7 +230,7 @@ def _variant(run: dict[str, Any]) -> str:
 def _cores(cores: dict[str, float]) -> str:
     """Each server process's cores (and its PostgreSQL backends' together), then the whole machine's."""
     shown = [k for k in cores if k.startswith("server")] + [k for k in ("postgres", "machine") if k in cores]
-    return ", ".join(f"{k} {_fmt(float(cores[k]))}" for k in shown)
+    return ", ".join(f"{k} {float(cores[k]):.2f}" for k in shown)
 
 
 def _drain_ratio(label: str, top: dict[str, Any] | None, bottom: dict[str, Any] | None, target: float,
@@ -244,6 +244,18 @@ def _drain_ratio(label: str, top: dict[str, Any] | None, bottom: dict[str, Any] 
         return [(label, "n/a (no drain below)", wanted, None)]
     ratio = num / den
     return [(label, f"{ratio:.0%}" if as_percent else f"{ratio:.2f}x", wanted, judged(ratio >= target))]
+
+
+def _exactly_once(su: dict[str, Any], variant: str) -> Row:
+    """Every message acknowledged (200) and answered exactly once; refused webhooks are named, and fail the row."""
+    refused = su["messages"] - su["acked"]
+    measured = f"{su['answered']:,}/{su['messages']:,}, {su['duplicates']} dup"
+    if refused:
+        statuses = ", ".join(f"{n:,} x {code}" for code, n in su["ingest"]["statuses"].items() if code != "200")
+        lost = su["ingest"]["connection_errors"]
+        measured += f"; {refused:,} refused ({statuses}{f', {lost} connections lost' if lost else ''})"
+    return (f"sustained, {variant}: every message acknowledged and answered exactly once", measured, "all, 0 dup",
+            su["answered"] == su["messages"] and su["duplicates"] == 0)
 
 
 def sustained_rows(res: dict[str, Any], judged: Callable[[bool], bool | None]) -> list[Row]:
@@ -260,9 +272,7 @@ def sustained_rows(res: dict[str, Any], judged: Callable[[bool], bool | None]) -
         if name == "sustained" and bare:
             ratio = ing["ok_per_s"] / bare["ok_per_s"]
             out.append(("sustained ingest / bare", f"{ratio:.1%}", ">= 20%", judged(ratio >= 0.20)))
-        out.append((f"sustained, {variant}: every acknowledged message answered exactly once",
-                    f"{su['answered']:,}/{su['messages']:,}, {su['duplicates']} dup", "all, 0 dup",
-                    su["answered"] == su["messages"] and su["duplicates"] == 0))
+        out.append(_exactly_once(su, variant))
         if su["wal_max_mib"] is not None:
             out.append((f"sustained, {variant}: largest WAL file (at the end)",
                         f"{su['wal_max_mib']} MiB ({su['wal_end_mib']} MiB)", "< 64 MiB", su["wal_max_mib"] < 64))

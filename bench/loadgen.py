@@ -253,6 +253,7 @@ async def closed_loop(job: dict[str, Any]) -> dict[str, Any]:
     statuses: Counter[int] = Counter()
     per_second: Counter[int] = Counter()
     by_port: Counter[int] = Counter()
+    refused: list[int] = []  # requests answered with another status than 200, or lost with their connection
     errors = 0
     conns = [await connect(ports[k % len(ports)]) for k in range(n)]
     started = time.perf_counter()
@@ -276,8 +277,11 @@ async def closed_loop(job: dict[str, Any]) -> dict[str, Any]:
                 status = await conn.request(data)
             except ConnectionError:
                 errors += 1
+                refused.append(i)
                 conn = await connect(port)
                 continue
+            if status != 200:
+                refused.append(i)
             t1 = time.perf_counter()
             finished_at = time.monotonic()
             per_second[int(t1 - started)] += 1
@@ -293,7 +297,7 @@ async def closed_loop(job: dict[str, Any]) -> dict[str, Any]:
     timeline = [per_second[k] for k in range(max(per_second) + 1)] if per_second else []
     return {**summary(latencies, statuses, elapsed), "connections": n, "connection_errors": errors,
             "answers_per_second": timeline, "answers_by_port": {str(p): by_port[p] for p in ports},
-            "last_ack_monotonic": finished_at}
+            "refused": sorted(refused), "last_ack_monotonic": finished_at}
 
 
 async def open_loop(job: dict[str, Any]) -> dict[str, Any]:

@@ -455,19 +455,22 @@ async def _load_and_drain(opts: Options, fakes: Fakes, servers: list[Server], *,
                           schema: Schema | None = None) -> dict[str, Any]:
     """The closed loop over every server's port, then the drain until the last message is answered."""
     total = customers * per_customer
-    expected = {f"s{i}" for i in range(total)}
     ingest_cpu = PhaseCpu(servers, fakes, schema)
     await ingest_cpu.start()
     sent = await loadgen({"mode": "closed", "ports": [s.port for s in servers], "connections": opts.connections,
                           "count": total, "customers": customers, "prefix": "s"})
     ingest_cores = await ingest_cpu.stop(loadgen=sent["loadgen_cores"])
     ingest_end = float(sent["last_ack_monotonic"])
+    expected = {f"s{i}" for i in range(total)}
+    # A refused webhook was not stored (Meta would deliver it again; the load generator does not): its
+    # message is not waited for, and the exactly-once check counts it as missing.
+    acked = expected - {f"s{i}" for i in sent["refused"]}
     answered_at_end = (await fakes.stats())["replies"]
     answers = Answers(fakes)
     drain_cpu = PhaseCpu(servers, fakes, schema)
     await drain_cpu.start()
     # The drain's CPU is metered until the last message is answered, not through the settling after it.
-    complete = await answers.wait_all(expected, 120 + total / 200)
+    complete = await answers.wait_all(acked, 120 + total / 200)
     drain_cores = await drain_cpu.stop()
     if complete:
         await answers.settle(2.0)
@@ -477,8 +480,9 @@ async def _load_and_drain(opts: Options, fakes: Fakes, servers: list[Server], *,
     drain_s = max(1e-9, last - ingest_end)
     return {
         "customers": customers, "messages": total, "ports": [s.port for s in servers],
-        "ingest": {k: sent[k] for k in ("ok_per_s", "p50_ms", "p99_ms", "ok", "requests", "elapsed_s",
+        "ingest": {k: sent[k] for k in ("ok_per_s", "p50_ms", "p99_ms", "ok", "requests", "elapsed_s", "statuses",
                                         "connection_errors", "answers_by_port")},
+        "acked": len(acked),
         "replies_during_ingest": answered_at_end,
         "drain": {"messages": after_end, "seconds": round(drain_s, 2),
                   "messages_per_s": round(after_end / drain_s, 1), "cores": drain_cores},
