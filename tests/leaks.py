@@ -17,7 +17,7 @@ from tests.fakes.base import RecordedRequest, parse_json, parse_multipart
 
 TAIL = 7
 # The separators the security review listed, besides every space, dash, format and combining character.
-SEPARATORS = " \t\n\r\f\v-./()_,*:·\u00a0\u2013\u2011\u2212\u200b\u2060\u00ad\ufeff"
+SEPARATORS = " \t\n\r\f\v-./()_,*:·\u00a0\u2013\u2011\u2212\u200b\u2060\u00ad\ufeff;|#~\u30fc\u0640"
 _REMOVED_CATEGORIES = frozenset({"Zs", "Zl", "Zp", "Cc", "Cf", "Pd", "Mn", "Me"})
 # Digits, spaces, dashes and marks all live in planes 0-2; plane 14 holds tags and variation selectors.
 _PLANES = (range(0x0000, 0x30000), range(0xE0000, 0xE1000))

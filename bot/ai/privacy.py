@@ -24,7 +24,7 @@ Redactor = Callable[[str], str]
 # Characters that may stand between the digits of a number once folded: ASCII whitespace and control
 # characters, and the punctuation people and apps put in numbers. Every other separator is folded
 # into a plain space first (see _FOLDED_SEPARATOR).
-_ASCII_SEPARATORS = r"\x00-\x20\x7f\-./()\[\]_,*:'"
+_ASCII_SEPARATORS = r"\x00-\x20\x7f\-./()\[\]_,*:';|#~"
 # Unicode categories folded into a separator: spaces, line and paragraph separators, control and
 # format characters (soft hyphen, zero-width space/joiners, LRM/RLM, word joiner, invisible
 # operators, BOM), dashes, and combining marks (a stroke or accent drawn over a digit).
@@ -32,6 +32,7 @@ _SEPARATOR_CATEGORIES = frozenset({"Zs", "Zl", "Zp", "Cc", "Cf", "Pd", "Mn", "Me
 # ... and separators of other categories: minus signs, middle dots and bullets, Arabic separators.
 _EXTRA_SEPARATORS = frozenset(
     "\u2212\u02d7\u00b7\u2027\u2022\u2219\u22c5\u2e31\u30fb\uff65\u2043\u066b\u066c\u060c\u3001\uff64"
+    "\u30fc\u0640"  # the katakana long mark and the Arabic tatweel, drawn as a line between digits
 )
 _FOLDED_SEPARATOR = " "
 # A run of digits with separators between them. (It starts at a digit, which lets the regex engine
