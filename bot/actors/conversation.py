@@ -237,7 +237,7 @@ class ConversationActor(Actor[ConversationKey]):
         while True:
             attempt += 1
             try:
-                return await self.deps.repos.db.write(stmts)
+                return await self.deps.repos.db.write(stmts, keys=((self.key.business, self.key.customer),))
             except DatabaseUnavailable as exc:
                 delay = self.deps.backoff.delay(min(attempt, 16))
                 log.warning("write_postponed", error=str(exc), attempt=attempt, delay=round(delay, 2))

@@ -69,7 +69,9 @@ class Ingest:
             key = ConversationKey(echo.phone_number_id, echo.customer_id)
             stmts.append(command_sql.add_stmt(key, "echo", {"wamid": echo.wamid, "type": echo.type,
                                                            "text": _echo_text(echo)}))
-        results = await self._db.write(stmts, urgent=True) if stmts else []
+        keys = {(m.phone_number_id, m.customer_id) for m in batch.messages} | \
+            {(e.phone_number_id, e.customer_id) for e in batch.echoes}
+        results = await self._db.write(stmts, urgent=True, keys=sorted(keys)) if stmts else []
         new = inbox_sql.new_rows(batch.messages, results[first : first + len(inserts)], now=now)
         self._count(batch, new)
         for stored in new:

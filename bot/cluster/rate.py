@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import asyncio
 
-from bot.persistence.database import Database, Stmt
+from bot.persistence.postgres import PostgresDatabase
 
 _LEASE = (
     "INSERT INTO send_buckets (phone_number_id, tokens, updated_at) "
@@ -24,7 +24,7 @@ _LEASE = (
 class SharedRate:
     """`take(phone_number_id)` waits until this process may send one more message from that number."""
 
-    def __init__(self, db: Database, rate: float) -> None:
+    def __init__(self, db: PostgresDatabase, rate: float) -> None:
         self._db = db
         self._rate = rate
         self._batch = max(1, int(rate // 50))
@@ -38,8 +38,9 @@ class SharedRate:
             if self._credit.get(phone_number_id, 0) > 0:
                 self._credit[phone_number_id] -= 1
                 return
-            rows = (await self._db.write([Stmt(_LEASE, (phone_number_id, float(self._rate), self._batch,
-                                                        float(self._rate)), rows=True)]))[0]
+            # Committed alone, never in a group: the bucket's row lock lasts one statement.
+            rows = await self._db.fetch_alone(_LEASE, phone_number_id, float(self._rate), self._batch,
+                                              float(self._rate))
             left = float(rows[0][0])
             self._credit[phone_number_id] = self._batch - 1
             if left < 0:

@@ -160,7 +160,7 @@ class ClusterRegistry:
             "UPDATE outbox SET status = 'unknown', error_reason = 'interrupted while sending; not resent to avoid a "
             "duplicate', updated_at = $3 FROM unnest($1::text[], $2::text[]) AS k(b, c) "
             "WHERE status = 'sending' AND outbox.phone_number_id = k.b AND outbox.customer_id = k.c",
-            (businesses, customers, time.time()))])
+            (businesses, customers, time.time()))], keys=sorted((k.business, k.customer) for k in keys))
         self._owned |= granted
         self.claimed += len(granted)
         for key in keys:

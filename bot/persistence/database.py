@@ -55,6 +55,9 @@ class Conflict(RuntimeError):
     """A compare-and-set statement matched a different number of rows than expected; the unit was undone."""
 
 
+Keys = Sequence[tuple[str, str]]  # conversations: (phone_number_id, customer_id)
+
+
 @dataclass(frozen=True, slots=True)
 class Stmt:
     """One statement of a unit of work.
@@ -227,10 +230,14 @@ class Database(_Reads):
 
     # -- writes -------------------------------------------------------------------------------
     @abstractmethod
-    async def _write(self, unit: Sequence[Stmt], urgent: bool) -> list[Any]: ...
+    async def _write(self, unit: Sequence[Stmt], urgent: bool, keys: Keys) -> list[Any]: ...
 
-    async def write(self, unit: Sequence[Stmt], *, urgent: bool = False) -> list[Any]:
+    async def write(self, unit: Sequence[Stmt], *, urgent: bool = False, keys: Keys = ()) -> list[Any]:
         """Commit a unit of work in the writer's next group; one result per statement.
+
+        `keys`: the conversations (business number id, customer id) whose rows the unit touches. With
+        several processes on PostgreSQL, a group locks its conversations' rows first, in one order,
+        so that two processes' groups never deadlock on each other's conversations.
 
         Raises `Conflict` (a compare-and-set missed), `IntegrityError` (a constraint), or
         `DatabaseUnavailable`; in every case nothing of this unit was written, and the other units
@@ -241,7 +248,7 @@ class Database(_Reads):
             return await tx.run(unit)
         if not unit:
             return []
-        return await self._write(unit, urgent)
+        return await self._write(unit, urgent, tuple(keys))
 
     async def execute(self, sql: str, *args: Any) -> int:
         """One write statement as its own unit; returns the number of rows changed."""

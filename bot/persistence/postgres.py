@@ -36,6 +36,7 @@ from bot.persistence.database import (
     Database,
     DatabaseUnavailable,
     IntegrityError,
+    Keys,
     Record,
     Stmt,
     Tx,
@@ -89,6 +90,22 @@ def _translate(exc: BaseException) -> BaseException:
 # What a unit can fail with on its own (the connection still good): a constraint, a compare-and-set
 # miss, bad data, a lock not granted in time, a statement PostgreSQL refuses.
 _UNIT_ERRORS = (Conflict, asyncpg.PostgresError, asyncpg.exceptions.DataError, ValueError, TypeError, OverflowError)
+
+
+DEADLOCK_RETRIES = 3
+_GROUP_ERRORS = (asyncpg.exceptions.DeadlockDetectedError,)
+# The group's conversations, locked first and in one order (the sort below the lock): two processes'
+# groups then wait for each other instead of deadlocking. Every row of a conversation (its inbox,
+# outbox, contact) is touched only after its conversation's row is ours.
+_LOCK_CONVERSATIONS = (
+    "SELECT c.id FROM conversations c JOIN unnest($1::text[], $2::text[]) AS k(b, cu) "
+    "ON c.phone_number_id = k.b AND c.customer_id = k.cu ORDER BY c.phone_number_id, c.customer_id FOR UPDATE OF c"
+)
+
+
+async def _lock_conversations(conn: asyncpg.Connection, keys: list[tuple[str, str]]) -> None:
+    if keys:
+        await conn.execute(_LOCK_CONVERSATIONS, [k[0] for k in keys], [k[1] for k in keys])
 
 
 class _Retry(Exception):
@@ -260,16 +277,35 @@ class PostgresDatabase(Database):
         except Exception as exc:
             raise _translate(exc) from exc
 
+    async def fetch_alone(self, sql: str, *args: Any) -> list[Record]:
+        """A write statement committed on its own, on a pool connection, outside the writer's groups.
+
+        For a hot row every process updates (the shared send rate's bucket): in a group it would be
+        locked until the whole group commits, and wait on, or deadlock with, other processes' groups.
+        """
+        return await self._fetch(sql, args)
+
     # -- the writer ----------------------------------------------------------------------------
-    async def _write(self, unit: Sequence[Stmt], urgent: bool) -> list[Any]:
-        return await self._writer.submit(unit, urgent=urgent)
+    async def _write(self, unit: Sequence[Stmt], urgent: bool, keys: Keys) -> list[Any]:
+        return await self._writer.submit(unit, urgent=urgent, keys=keys)
 
     async def _group(self, group: list[Unit]) -> None:
-        try:
-            await self._run_group(await self._writer_connection(), group)
-        except BaseException:
-            await self._drop_writer_if_broken()
-            raise
+        attempt = 0
+        while True:
+            attempt += 1
+            try:
+                await self._run_group(await self._writer_connection(), group)
+                return
+            except asyncpg.exceptions.DeadlockDetectedError:
+                # Another process's group and ours locked rows in different orders (rows the units did
+                # not declare): PostgreSQL aborted ours, the other went on. Nothing of ours was written.
+                await self._drop_writer_if_broken()
+                if attempt >= DEADLOCK_RETRIES:
+                    raise
+                log.warning("group_deadlock_retried", attempt=attempt, units=len(group))
+            except BaseException:
+                await self._drop_writer_if_broken()
+                raise
 
     async def _writer_connection(self) -> asyncpg.Connection:
         """The writer's connection, reconnected after a loss (a restart, a failover, a network cut)."""
@@ -299,14 +335,16 @@ class PostgresDatabase(Database):
         second time, so a lock it waited for is not waited for twice).
         """
         failed: tuple[int, BaseException] | None = None
+        keys = sorted({key for unit in group for key in unit.keys})
         try:
             async with conn.transaction():
+                await _lock_conversations(conn, keys)
                 for index, unit in enumerate(group):
                     try:
                         unit.outcome = [await _run_stmt(conn, stmt) for stmt in unit.stmts]
                     except _UNIT_ERRORS as exc:
-                        if conn.is_closed():
-                            raise  # the connection is gone, and the group with it
+                        if conn.is_closed() or isinstance(exc, _GROUP_ERRORS):
+                            raise  # the connection is gone, or the group must run again: not this unit's fault
                         failed = index, exc
                         raise _Retry from exc  # rolls the whole transaction back
             return
@@ -314,6 +352,7 @@ class PostgresDatabase(Database):
             assert failed is not None
         failed_index, error = failed
         async with conn.transaction():
+            await _lock_conversations(conn, keys)
             for index, unit in enumerate(group):
                 if index == failed_index:
                     unit.outcome = _translate(error)
@@ -322,7 +361,7 @@ class PostgresDatabase(Database):
                     async with conn.transaction():  # nested: a savepoint
                         unit.outcome = [await _run_stmt(conn, stmt) for stmt in unit.stmts]
                 except _UNIT_ERRORS as exc:
-                    if conn.is_closed():
+                    if conn.is_closed() or isinstance(exc, _GROUP_ERRORS):
                         raise
                     unit.outcome = _translate(exc)
 

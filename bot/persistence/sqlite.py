@@ -28,6 +28,7 @@ from bot.persistence.database import (
     Database,
     DatabaseUnavailable,
     IntegrityError,
+    Keys,
     Record,
     Stmt,
     Tx,
@@ -264,8 +265,8 @@ class SQLiteDatabase(Database):
             raise _translate(exc) from exc
 
     # -- the writer ----------------------------------------------------------------------------
-    async def _write(self, unit: Sequence[Stmt], urgent: bool) -> list[Any]:
-        return await self._writer.submit(unit, urgent=urgent)
+    async def _write(self, unit: Sequence[Stmt], urgent: bool, keys: Keys) -> list[Any]:
+        return await self._writer.submit(unit, urgent=urgent)  # one process, one writer: no lock order needed
 
     async def _group(self, group: list[Unit]) -> None:
         async with self._lock:

@@ -27,6 +27,7 @@ class Unit:
     stmts: Sequence[Stmt]
     future: asyncio.Future[list[Any]]
     outcome: list[Any] | BaseException | None = field(default=None)
+    keys: Sequence[tuple[str, str]] = ()  # the conversations it touches (see Database.write)
 
 
 RunGroup = Callable[[list["Unit"]], Awaitable[None]]
@@ -63,12 +64,12 @@ class GroupWriter:
         self._closing = False
         self._task = asyncio.get_running_loop().create_task(self._loop(), name=self._name)
 
-    async def submit(self, stmts: Sequence[Stmt], *, urgent: bool) -> list[Any]:
+    async def submit(self, stmts: Sequence[Stmt], *, urgent: bool, keys: Sequence[tuple[str, str]] = ()) -> list[Any]:
         """Queue a unit and wait for its group to commit; its results, or its own error."""
         if self._task is None:
             raise DatabaseUnavailable("the database is closing" if self._closing else "the database is not open")
         future: asyncio.Future[list[Any]] = asyncio.get_running_loop().create_future()
-        (self._urgent if urgent else self._normal).append(Unit(stmts, future))
+        (self._urgent if urgent else self._normal).append(Unit(stmts, future, keys=keys))
         self._wake.set()
         # shield: a caller that is cancelled must not cancel a unit the writer may already be running.
         return await asyncio.shield(future)
