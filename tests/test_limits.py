@@ -3,18 +3,20 @@
 from __future__ import annotations
 
 import asyncio
+import re
 import time
+from typing import Any
 
 from aiohttp.test_utils import TestClient
 
 from bot.persistence.usage import day_of
 from bot.texts import TEXTS
-from bot.web.keys import COSTS
+from bot.web.keys import CONFIG, COSTS
 from tests.conftest import API_TOKEN, ClientFactory, post_webhook
 from tests.fakes.graph_server import FakeGraph
 from tests.fakes.meta import text_message
-from tests.fakes.openai_server import FakeOpenAI
-from tests.helpers import repos_of, wait_conversation, wait_handled
+from tests.fakes.openai_server import CallTools, FakeOpenAI, Hang, input_text
+from tests.helpers import repos_of, wait_conversation, wait_handled, wait_sent
 from tests.web.helpers import admin, post_form
 
 FLOODER, OTHER = "393339990000", "393338880000"
@@ -65,6 +67,21 @@ async def test_another_bot_on_the_line_pauses_the_ai(
     await post_webhook(client, text_message("wamid.L9", FLOODER, auto))
     await wait_handled(client, 9)
     assert len(fake_openai.responses_requests()) == answered  # paused: no more model calls
+
+
+async def test_a_sender_that_always_answers_within_two_seconds_pauses_the_ai(
+    make_client: ClientFactory, fake_openai: FakeOpenAI, fake_graph: FakeGraph
+) -> None:
+    # Another bot that words every answer differently, but answers each of our replies at once.
+    client = await make_client(customer_turns_per_hour=0)
+    for i in range(14):
+        await post_webhook(client, text_message(f"wamid.LF{i}", FLOODER, f"Automatic answer number {i}: noted"))
+        await wait_handled(client, i + 1)
+        await wait_sent(client, min(i + 1, 10))
+    conv = await wait_conversation(client, lambda c: c.flag == "loop", "the loop flag", FLOODER)
+    assert conv.paused and conv.paused_until is None
+    # Ten fast answers in a row: the eleventh message is not answered, nor anything after it.
+    assert len(fake_openai.responses_requests()) == 10
 
 
 async def test_every_call_is_in_the_ledger_and_the_budget_stops_the_model(
@@ -163,3 +180,66 @@ async def test_the_hourly_limit_holds_for_the_rest_of_the_hour_then_lifts(
     assert len(fake_openai.responses_requests()) == 7
     assert fake_graph.texts_to(customer)[-1] == "Echo: Hello again, one more question"
     await wait_conversation(later, lambda c: c.flag is None, "the flag cleared", customer)
+
+
+async def test_a_turn_takes_at_most_30_messages_and_the_rest_follow_in_order(
+    make_client: ClientFactory, fake_openai: FakeOpenAI, fake_graph: FakeGraph
+) -> None:
+    client = await make_client()
+    thinking, release = asyncio.Event(), asyncio.Event()
+
+    async def slow_first(body: dict[str, Any]) -> None:
+        if not thinking.is_set():
+            thinking.set()
+            await release.wait()
+        return None  # the fake's echo
+
+    fake_openai.responder = slow_first
+    customer = "393336660000"
+    await post_webhook(client, text_message("wamid.CAP0", customer, "first"))
+    await asyncio.wait_for(thinking.wait(), 10)
+    for n in range(1, 41):  # 40 more while the first turn is thinking
+        await post_webhook(client, text_message(f"wamid.CAP{n}", customer, f"line {n}"))
+    release.set()
+    await wait_handled(client, 41)
+    turns = [input_text(r) for r in fake_openai.responses_requests()]
+    assert len(turns) == 3
+    assert [t.count("line ") for t in turns] == [0, 30, 10]
+    mentioned = [int(n) for t in turns[1:] for n in re.findall(r"line (\d+)", t)]
+    assert mentioned == list(range(1, 41))  # every message once, in the order they came
+
+
+async def test_the_ai_can_leave_opening_hours_to_the_team(
+    make_client: ClientFactory, fake_openai: FakeOpenAI, fake_graph: FakeGraph
+) -> None:
+    # Open every day, around the clock, with "the AI answers only outside opening hours": the team has it.
+    client = await make_client(opening_hours="mon-sun 00:00-24:00", time_zone="UTC", ai_outside_hours_only=True)
+    await post_webhook(client, text_message("wamid.OH1", OTHER, "Buongiorno, siete aperti?"))
+    statuses = await wait_handled(client, 1)
+    assert statuses == {"wamid.OH1": "ignored"}
+    assert fake_openai.responses_requests() == [] and fake_graph.texts_to(OTHER) == []
+    conv = await wait_conversation(client, lambda c: c.needs_human, "the hand-over to the team", OTHER)
+    assert conv.needs_human
+    # The same hours without the option: the AI answers as usual.
+    again = await make_client(opening_hours="mon-sun 00:00-24:00", time_zone="UTC", ai_outside_hours_only=False,
+                              data_dir=client.app[CONFIG].data_dir.parent / "other")  # type: ignore[index]
+    await post_webhook(again, text_message("wamid.OH2", OTHER, "Buongiorno, siete aperti?"))
+    await wait_handled(again, 1)
+    assert fake_graph.texts_to(OTHER) == ["Echo: Buongiorno, siete aperti?"]
+
+
+async def test_calls_made_before_a_person_steps_in_are_in_the_ledger(
+    client: TestClient, fake_openai: FakeOpenAI, fake_graph: FakeGraph
+) -> None:
+    # The model asks for a tool (one billed response), then thinks long about the answer: an operator
+    # steps in meanwhile, the draft is dropped, and the first response is still counted.
+    fake_openai.script.extend([CallTools([("search_products", {"query": "pane", "limit": 3})]), Hang(20.0)])
+    await post_webhook(client, text_message("wamid.LG1", OTHER, "Avete il pane?"))
+    await fake_openai.wait_for_requests(2)
+    resp = await client.post(f"/api/conversations/{OTHER}/messages", json={"text": "Sì, ci penso io"},
+                             headers=BEARER)
+    assert resp.status == 202
+    await wait_handled(client, 1)
+    row = await repos_of(client).db.fetchrow(
+        "SELECT SUM(calls) AS calls, SUM(input_tokens) AS input_tokens FROM usage_ledger")
+    assert row is not None and row["calls"] == 1 and row["input_tokens"] > 0

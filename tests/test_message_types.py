@@ -9,6 +9,7 @@ from aiohttp.test_utils import TestClient
 
 from bot.actors.takeover import Takeover
 from bot.domain.conversation import ConversationKey
+from bot.texts import TEXTS
 from bot.web.keys import TAKEOVER
 from tests.conftest import API_TOKEN, ClientFactory, post_webhook
 from tests.fakes.graph_server import FakeGraph
@@ -236,3 +237,15 @@ async def test_the_servers_own_text_after_24_hours_fails_clearly_or_goes_as_the_
             assert body["template"]["components"][0]["parameters"][0]["text"] == \
                 "Il tuo ordine ORD-1 è confermato. Totale: 10 €"
         await client.close()
+
+
+async def test_metas_location_and_contacts_without_a_type_reach_the_model_as_what_they_are(
+    client: TestClient, fake_openai: FakeOpenAI, fake_graph: FakeGraph
+) -> None:
+    for n, sample in enumerate(("location_no_type", "contacts_no_type"), start=1):
+        assert (await post_webhook(client, load_sample_json(sample))).status == 200
+        await wait_handled(client, n)
+    said = user_texts(fake_openai)
+    assert len(said) == 2 and "Via Esempio 1" in said[0]  # the place, not "I can only read text"
+    assert all(TEXTS["unsupported"]["it"] not in t for t in fake_graph.texts())
+    assert "Echo" in fake_graph.texts()[-1]

@@ -184,7 +184,7 @@ class _Unit:
 class ConversationActor(Actor[ConversationKey]):
     """Folds bursts into turns, asks the engine, and sends through its channel."""
 
-    __slots__ = ("_arrivals", "_offered", "_offered_read", "_sending", "_watch", "contact", "conv", "deps")
+    __slots__ = ("_arrivals", "_offered", "_offered_read", "_sending", "_spent", "_watch", "contact", "conv", "deps")
 
     def __init__(self, key: ConversationKey, deps: ConversationDeps,
                  on_exit: Callable[[Actor[ConversationKey]], None]) -> None:
@@ -199,6 +199,7 @@ class ConversationActor(Actor[ConversationKey]):
         # and what tells a bot from a person.
         self._offered: tuple[Choice, ...] | None = None
         self._offered_read = False
+        self._spent: list[Usage] | None = None  # what this turn's calls have cost, not yet in the ledger
         self._arrivals: list[float] | None = None
         self._watch: LoopWatch | None = None
 
@@ -383,6 +384,23 @@ class ConversationActor(Actor[ConversationKey]):
             await self._signal(self.deps.channels.for_key(self.key).react(
                 self.key, _address(self.conv), batch[-1].message.wamid, ""))
 
+    def _spend(self) -> list[Usage]:
+        if self._spent is None:
+            self._spent = []
+        return self._spent
+
+    def _spending(self, model: str, now: float) -> list[Stmt]:
+        """The ledger row for the model calls made since the last one (none when nothing was spent)."""
+        spent, self._spent = self._spent, None
+        if not spent:
+            return []
+        usage = sum(spent[1:], spent[0])
+        cost = self.deps.costs.cost(model, usage)
+        self.deps.costs.add(cost)
+        self.deps.events.model_used(model, usage, cost)
+        return [usage_stmt(self.key, model, calls=len(spent), input_tokens=usage.input_tokens,
+                           cached_tokens=usage.cached_tokens, output_tokens=usage.output_tokens, cost=cost, now=now)]
+
     async def _last_offered(self) -> tuple[Choice, ...] | None:
         """The choices of the AI's last message, if that message offered some."""
         row = await self.deps.repos.db.fetchrow(
@@ -435,8 +453,10 @@ class ConversationActor(Actor[ConversationKey]):
                 log.exception("turn_crashed", attempt=attempt)
             conv, _ = await self._state()
             ids = [s.inbox_id for s in batch]
+            # What the failed try's calls cost goes in the ledger (and the budget) all the same.
             await self._write([self.deps.repos.errors.stmt(kind, reason, session_id=conv.session_id),
-                               self.deps.repos.inbox.attempt_stmt(ids, reason)])
+                               self.deps.repos.inbox.attempt_stmt(ids, reason),
+                               *self._spending(settings.ai.model, time.time())])
             if not retryable or self.deps.backoff.exhausted(attempt, first_try):
                 await self._give_up(batch, reason)
                 return "failed"
@@ -538,16 +558,12 @@ class ConversationActor(Actor[ConversationKey]):
             await signals
         if result is None:
             unit.status, unit.error = "ignored", "a person stepped in"
+            unit.add(*self._spending(settings.ai.model, now))  # the calls made before it was cancelled
             await self._commit(batch, unit, self.conv or conv)
             log.info("draft_dropped", reason="human_took_over")
             return "dropped"
         reply, actions = result
-        cost = self.deps.costs.cost(reply.model, reply.usage)
-        self.deps.costs.add(cost)
-        self.deps.events.model_used(reply.model, reply.usage, cost)
-        unit.add(usage_stmt(self.key, reply.model, calls=max(1, len(reply.tool_calls) + 1),
-                            input_tokens=reply.usage.input_tokens, cached_tokens=reply.usage.cached_tokens,
-                            output_tokens=reply.usage.output_tokens, cost=cost, now=now))
+        unit.add(*self._spending(reply.model, now))
         if actions.contact_changed:
             self.contact = None  # a tool changed it: read it again next turn
         conv = replace(conv, last_response_id=reply.response_id, last_response_at=now, state="active",
@@ -685,7 +701,7 @@ class ConversationActor(Actor[ConversationKey]):
         tool_ctx = self.deps.tool_context(self.key, conv, contact, language, actions)
         call = asyncio.get_running_loop().create_task(self.deps.engine.respond(
             session, [_user_item(understood)], settings=settings.ai, redact=make_redactor([conv.wa_id]),
-            tool_context=tool_ctx, context_lines=context,
+            tool_context=tool_ctx, context_lines=context, spent=self._spend().append,
         ))
         if not await self.until_done_or(call, _is_human):
             return None

@@ -302,8 +302,14 @@ class Engine:
         tool_context: Any,
         context_lines: list[str] | None = None,
         history: Callable[[], Awaitable[list[dict[str, Any]]]] | None = None,
+        spent: Callable[[Usage], None] | None = None,
     ) -> TurnResult:
-        """Run one turn: the customer's items in, the model's final text out, tools in between."""
+        """Run one turn: the customer's items in, the model's final text out, tools in between.
+
+        `spent` hears of every response OpenAI billed, as it comes: a turn that fails or is cancelled
+        after some calls has still cost them.
+        """
+        account = spent or (lambda usage: None)
         instructions = redact(
             with_context(render_instructions(settings.instructions, settings.client_name),
                          language=session.language, extra=context_lines)
@@ -340,6 +346,7 @@ class Engine:
                 response = await self._create(settings, **base, input=[*earlier, *items])
             except openai.BadRequestError as exc:
                 raise classify(exc) from exc
+        account(response.usage)
         called: list[str] = []
         usage = response.usage
         for _round in range(self._max_rounds + 1):
@@ -366,6 +373,7 @@ class Engine:
                 response = await self._create(settings, **params, input=follow_up, previous_response_id=response.id)
             except openai.BadRequestError as exc:
                 raise classify(exc) from exc
+            account(response.usage)
             usage += response.usage
         if response.status == "failed":
             raise AIError(f"the model failed: {response.error or 'no reason given'}",

@@ -158,3 +158,16 @@ async def test_exports_of_a_conversation_and_of_a_range(client: TestClient, fake
         return len(await repos.audit.recent(10, action="export_range")) == 2
 
     await wait_until(audited, what="the exports in the audit log")
+
+
+async def test_the_settings_page_exports_a_range_in_the_browser(client: TestClient, fake_graph: FakeGraph) -> None:
+    await post_webhook(client, text_message("wamid.XR1", GIULIA, "Un messaggio da esportare", name="Giulia"))
+    await wait_handled(client, 1)
+    await sign_in(client)
+    page = await (await client.get("/settings")).text()
+    assert 'id="export-range"' in page and 'action="/api/export"' in page
+    today = time.strftime("%Y-%m-%d")
+    # What the form's CSV button sends: a GET with the signed-in session (no token needed).
+    resp = await client.get("/api/export", params={"from": today, "to": today, "format": "csv"})
+    assert resp.status == 200 and resp.content_type == "text/csv"
+    assert "Un messaggio da esportare" in await resp.text()
