@@ -14,6 +14,7 @@ from bot.persistence.database import Database
 from bot.persistence.templates import TemplateRepo
 from bot.whatsapp.client import GraphError, Recipient, WhatsAppClient
 from bot.whatsapp.events import TemplateStatusUpdate, parse_webhook
+from bot.whatsapp.template_sync import TemplateSync
 from bot.whatsapp.templates import (
     Template,
     TemplateError,
@@ -28,6 +29,7 @@ from bot.whatsapp.templates import (
 from tests.backend import database_url_for
 from tests.fakes.graph_server import FakeGraph
 from tests.fakes.meta import PHONE_NUMBER_ID, WABA_ID, load_sample_json
+from tests.helpers import wait_until
 
 TOKEN = "wa-test-token"
 
@@ -217,3 +219,20 @@ async def test_metas_list_sample_syncs(repo: TemplateRepo, client: WhatsAppClien
     assert prepared.preview.endswith("WhatsApp Business Platform sample message")
     order = await repo.get("order_ready", "it")
     assert order is not None and order.parameter_count == 2 and order.category == "UTILITY"
+
+
+async def test_the_sync_job_runs_again_at_its_interval(repo: TemplateRepo, client: WhatsAppClient,
+                                                       fake_graph: FakeGraph) -> None:
+    catalogue(fake_graph)
+    job = TemplateSync(source=client, store=repo, waba_id=WABA_ID, interval_seconds=0.2)  # an hour, shortened
+    job.start()
+    try:
+        await wait_until(lambda: _has(repo, "welcome"), what="the sync at start")
+        fake_graph.add_template("summer_promo", "it", "Saldi estivi!")  # approved in WhatsApp Manager meanwhile
+        await wait_until(lambda: _has(repo, "summer_promo"), what="the next scheduled sync")
+    finally:
+        await job.stop()
+
+
+async def _has(repo: TemplateRepo, name: str) -> bool:
+    return any(t.name == name for t in await repo.all())
