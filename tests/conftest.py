@@ -42,6 +42,7 @@ def pytest_configure(config: pytest.Config) -> None:
     config.addinivalue_line("markers", "sqlite_only(reason): the test needs the SQLite backend (skipped on "
                                        "PostgreSQL with the reason)")
     config.addinivalue_line("markers", "postgres_only: the test is about the PostgreSQL backend (skipped on SQLite)")
+    config.addinivalue_line("markers", "one_backend(reason): runs in the SQLite half only, though it uses a database")
     config.addinivalue_line("markers", "no_database: the test never opens a database, so the PostgreSQL half "
                                        "leaves it to the SQLite half (checked: asking for one fails the test)")
     url = os.environ.get(backend.ENV, "").strip()
@@ -95,8 +96,11 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
                 item.add_marker(pytest.mark.skip(reason=f"PostgreSQL only: set {backend.ENV}=postgresql://… "
                                                         "(make test does)"))
         return
-    # Nothing in these depends on the backend: they ran in the SQLite half.
-    kept = [item for item in items if item.get_closest_marker("no_database") is None]
+    # Nothing in these depends on the backend: they ran in the SQLite half. (Browser tests check pages;
+    # every route and query under them runs in both halves through the HTTP tests. Run twice, they
+    # alone would take the suite past its five minutes on two cores.)
+    kept = [item for item in items
+            if item.get_closest_marker("no_database") is None and item.get_closest_marker("one_backend") is None]
     if len(kept) < len(items):
         config.hook.pytest_deselected(items=[item for item in items if item not in kept])
         items[:] = kept

@@ -39,6 +39,7 @@ except ImportError:  # pragma: no cover - playwright is a dev dependency
     Browser = Page = None  # type: ignore[assignment,misc]
 
 pytestmark = [
+    pytest.mark.one_backend("a page in the browser: the store under it is tested in both halves"),
     pytest.mark.skipif(not CHROMIUM.exists(), reason="needs Debian's chromium at /usr/bin/chromium"),
     pytest.mark.skipif(Page is None, reason="needs the playwright Python package"),
 ]

@@ -39,6 +39,7 @@ LONG_TEXT = ("Buongiorno, vorrei sapere se la borsa rossa in pelle è ancora dis
              "e se potete spedirla entro venerdì a Milano, grazie mille")
 
 pytestmark = [
+    pytest.mark.one_backend("a page in the browser: the store under it is tested in both halves"),
     pytest.mark.skipif(not CHROMIUM.exists(), reason="needs Debian's chromium at /usr/bin/chromium"),
     pytest.mark.skipif(async_playwright is None, reason="needs the playwright Python package"),
 ]

@@ -29,6 +29,7 @@ except ImportError:  # pragma: no cover - playwright is a dev dependency
     async_playwright = None  # type: ignore[assignment]
 
 pytestmark = [
+    pytest.mark.one_backend("a page in the browser: the store under it is tested in both halves"),
     pytest.mark.skipif(not CHROMIUM.exists(), reason="needs Debian's chromium at /usr/bin/chromium "
                                                      "(apt-get install chromium)"),
     pytest.mark.skipif(async_playwright is None, reason="needs the playwright Python package"),
