@@ -31,7 +31,7 @@ from bench.common import percentile
 from bench.server import Server, ServerSettings
 from bot.actors.ingest import Ingest
 from bot.domain.conversation import InboundMessage, OutboundMessage
-from bot.logs import configure_logging
+from bot.observability.logs import configure_logging
 from bot.persistence import Repositories
 from bot.persistence import inbox as inbox_sql
 from bot.persistence import outbox as outbox_sql

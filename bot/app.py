@@ -36,21 +36,21 @@ from bot.ai.engine import AISettings, Engine, Usage
 from bot.ai.keycheck import KeyChecker
 from bot.ai.knowledge import KnowledgeBase
 from bot.backoff import Backoff
-from bot.buildinfo import collect_build_info
 from bot.cluster.node import Node
 from bot.cluster.registry import ClusterRegistry
-from bot.config import Config
+from bot.configuration.config import Config
+from bot.configuration.secrets import SecretBox
+from bot.configuration.stored_settings import StoredSettings
 from bot.domain.conversation import ConversationKey
 from bot.integrations.webhooks import EventDelivery
-from bot.metrics import CountingTools, Metrics
+from bot.observability.buildinfo import collect_build_info
+from bot.observability.metrics import CountingTools, Metrics
 from bot.persistence import Repositories
 from bot.persistence.conversations import Conversation
 from bot.persistence.crm import Contact
 from bot.persistence.database import Database
 from bot.persistence.postgres import PostgresDatabase
 from bot.readiness import Lifecycle
-from bot.secrets import SecretBox
-from bot.stored_settings import StoredSettings
 from bot.tools import ToolContext, TurnActions, load_tools
 from bot.web import api, auth, desk, diagnostics, guards, inbox, settings_page, webhooks
 from bot.web import metrics as metrics_routes

@@ -17,8 +17,8 @@ from aiohttp import web
 from bot import readiness
 from bot.app import build_app
 from bot.commands import COMMANDS
-from bot.config import Config, ConfigError
-from bot.logs import configure_logging
+from bot.configuration.config import Config, ConfigError
+from bot.observability.logs import configure_logging
 from bot.persistence.database import DatabaseUnavailable
 from bot.tools import ToolConfigError
 from bot.web.keys import CLUSTER, LIFECYCLE, STORED_SETTINGS

@@ -7,8 +7,8 @@ from __future__ import annotations
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
-from bot.config import Config
-from bot.stored_settings import StoredSettings
+from bot.configuration.config import Config
+from bot.configuration.stored_settings import StoredSettings
 
 
 @dataclass(slots=True)

@@ -27,7 +27,7 @@ from typing import Any, TypeVar
 
 import asyncpg
 
-from bot.config import Config
+from bot.configuration.config import Config
 from bot.persistence.postgres import PostgresDatabase
 
 ENV = "BOT_TEST_DATABASE_URL"

@@ -19,7 +19,7 @@ import pytest
 from aiohttp.test_utils import TestClient
 
 from bot.app import build_app
-from bot.config import Config
+from bot.configuration.config import Config
 from bot.persistence.postgres import redact_url
 from bot.web import access as access_module
 from tests import backend

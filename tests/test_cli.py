@@ -15,7 +15,7 @@ import pytest
 
 from bot.cli import main
 from bot.commands import COMMANDS, add_user, migrate
-from bot.config import Config
+from bot.configuration.config import Config
 from bot.persistence.migrations import load_migrations
 from tests.test_restart import ROOT, free_port
 

@@ -14,7 +14,7 @@ import orjson
 import pytest
 
 from bot.commands import copy_sqlite_to_postgres
-from bot.config import Config
+from bot.configuration.config import Config
 from bot.persistence.migrations import load_migrations
 from tests.backend import config_for, fresh_database_url
 from tests.conftest import API_TOKEN, ClientFactory, post_webhook

@@ -13,7 +13,7 @@ from pathlib import Path
 import pytest
 
 from bot.commands import migrate
-from bot.config import Config
+from bot.configuration.config import Config
 from bot.persistence import Repositories
 from bot.persistence.crm import ProductInput
 from bot.persistence.database import Conflict, Database, IntegrityError, Stmt, row_to

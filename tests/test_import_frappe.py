@@ -10,7 +10,7 @@ from pathlib import Path
 import orjson
 
 from bot.commands.import_frappe import import_sessions
-from bot.config import Config
+from bot.configuration.config import Config
 from bot.persistence.database import Database
 from tests.backend import config_for, env_for, has_data, query
 

@@ -9,7 +9,7 @@ import aiohttp
 import orjson
 import pytest
 
-from bot.config import Config
+from bot.configuration.config import Config
 from bot.persistence.database import Database
 from bot.persistence.templates import TemplateRepo
 from bot.whatsapp.client import GraphError, Recipient, WhatsAppClient

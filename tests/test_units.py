@@ -14,7 +14,7 @@ from bot.actors.registry import Registry
 from bot.ai.engine import strip_citations
 from bot.ai.instructions import render_instructions, with_context
 from bot.ai.privacy import PHONE_MASK, make_redactor, mask_phone, redact_deep
-from bot.config import Config, ConfigError
+from bot.configuration.config import Config, ConfigError
 from bot.persistence.database import Database
 from bot.whatsapp.client import TokenBucket, classify
 from bot.whatsapp.events import PayloadError, parse_webhook

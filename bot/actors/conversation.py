@@ -35,6 +35,7 @@ from bot.ai.engine import AIError, Engine, TurnResult, Usage
 from bot.ai.language import detect_language
 from bot.ai.privacy import make_redactor
 from bot.backoff import Backoff
+from bot.configuration.settings import RuntimeSettings, SettingsSource
 from bot.domain.choices import Choice, plain, to_choices
 from bot.domain.conversation import (
     Address,
@@ -57,7 +58,6 @@ from bot.persistence.crm import Contact, OrderRejected
 from bot.persistence.database import Conflict, DatabaseUnavailable, Stmt, marks
 from bot.persistence.events import event_stmts
 from bot.persistence.usage import usage_stmt
-from bot.settings import RuntimeSettings, SettingsSource
 from bot.texts import text as fixed_text
 from bot.tools.core import ToolContext, TurnActions
 from bot.tools.orders import order_summary

@@ -10,8 +10,8 @@ from __future__ import annotations
 from dataclasses import dataclass, replace
 from datetime import UTC, datetime
 
+from bot.configuration.settings import RuntimeSettings
 from bot.persistence.conversations import Conversation
-from bot.settings import RuntimeSettings
 from bot.texts import text as fixed_text
 
 HOUR = 3600.0

@@ -10,7 +10,7 @@ import structlog
 
 from bot.actors.conversation import Inbound, Wake
 from bot.domain.conversation import ConversationKey, StoredInbound
-from bot.metrics import Metrics
+from bot.observability.metrics import Metrics
 from bot.persistence import commands as command_sql
 from bot.persistence import conversations as conversation_sql
 from bot.persistence import inbox as inbox_sql

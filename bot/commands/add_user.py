@@ -8,7 +8,7 @@ import getpass
 import sys
 import warnings
 
-from bot.config import Config
+from bot.configuration.config import Config
 from bot.persistence.database import Database
 from bot.persistence.users import ROLES, UserExists, UserRepo
 from bot.web.access import hash_password, password_problem, username_problem

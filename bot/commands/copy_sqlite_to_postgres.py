@@ -20,7 +20,7 @@ from typing import Any
 
 import asyncpg
 
-from bot.config import Config
+from bot.configuration.config import Config
 from bot.persistence.database import Database, DatabaseUnavailable
 from bot.persistence.migrations import load_migrations
 from bot.persistence.postgres import PostgresDatabase, redact_url

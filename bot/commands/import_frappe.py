@@ -11,7 +11,7 @@ from typing import Any
 
 import orjson
 
-from bot.config import Config
+from bot.configuration.config import Config
 from bot.persistence.database import Database
 from bot.texts import plural
 

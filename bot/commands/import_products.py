@@ -10,7 +10,7 @@ import sys
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from bot.config import Config
+from bot.configuration.config import Config
 from bot.persistence.crm import ProductInput, ProductRepo
 from bot.persistence.database import Database
 from bot.texts import plural

@@ -10,7 +10,7 @@ from __future__ import annotations
 import argparse
 import sys
 
-from bot.config import Config
+from bot.configuration.config import Config
 from bot.persistence.database import Database, DatabaseUnavailable
 from bot.persistence.migrations import migration_names
 

@@ -24,9 +24,9 @@ import orjson
 import structlog
 
 from bot.backoff import Backoff
+from bot.configuration.secrets import SecretBox, SecretUnreadable
 from bot.domain.background import Background
 from bot.persistence.webhooks import Claimed, WebhookRepo
-from bot.secrets import SecretBox, SecretUnreadable
 
 log = structlog.get_logger("bot.integrations.webhooks")
 

@@ -10,7 +10,7 @@ from typing import Any, TypeVar, overload
 
 import pydantic
 
-from bot.config import Config
+from bot.configuration.config import Config
 from bot.domain.conversation import ConversationKey
 from bot.persistence import Repositories
 from bot.persistence.crm import Contact

@@ -22,7 +22,7 @@ import pydantic
 import structlog
 
 from bot.ai.privacy import mask_numbers
-from bot.config import Config
+from bot.configuration.config import Config
 from bot.tools.core import Tool, ToolContext, ToolError, is_tool
 from bot.tools.schema import ToolConfigError, describe_validation_error
 

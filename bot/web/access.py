@@ -18,7 +18,7 @@ from dataclasses import dataclass
 
 import structlog
 
-from bot.config import Config, ConfigError
+from bot.configuration.config import Config, ConfigError
 from bot.persistence.database import Database, Stmt
 from bot.persistence.users import ROLES, UserExists, UserRepo
 

@@ -18,7 +18,7 @@ from aiohttp import web
 from bot import readiness
 from bot.actors.conversation import Reload
 from bot.actors.costs import month_of
-from bot.secrets import mask
+from bot.configuration.secrets import mask
 from bot.texts import plural
 from bot.web.auth import audit_fields, principal_of
 from bot.web.keys import (

@@ -14,16 +14,16 @@ from bot.actors.takeover import Takeover
 from bot.ai.engine import Engine
 from bot.ai.keycheck import KeyChecker
 from bot.ai.knowledge import KnowledgeBase
-from bot.buildinfo import BuildInfo
 from bot.cluster.node import Node
-from bot.config import Config
+from bot.configuration.config import Config
+from bot.configuration.settings import SettingsSource
+from bot.configuration.stored_settings import StoredSettings
 from bot.integrations.webhooks import EventDelivery
-from bot.metrics import Metrics
+from bot.observability.buildinfo import BuildInfo
+from bot.observability.metrics import Metrics
 from bot.persistence import Repositories
 from bot.persistence.database import Database
 from bot.readiness import Lifecycle
-from bot.settings import SettingsSource
-from bot.stored_settings import StoredSettings
 from bot.tools.registry import ToolRegistry
 from bot.web.access import Access, Principal
 from bot.web.live import LiveHub

@@ -14,9 +14,9 @@ import structlog
 from aiohttp import BodyPartReader, web
 
 from bot.ai.knowledge import MAX_PDF_BYTES, KnowledgeError
+from bot.configuration.stored_settings import SettingsView, Validated, validate
 from bot.domain.knowledge import KnowledgeDoc
 from bot.persistence.users import UserExists
-from bot.stored_settings import SettingsView, Validated, validate
 from bot.texts import plural
 from bot.web import limits
 from bot.web.auth import CSRF_FIELD, audit_fields, checks_csrf_itself, csrf_ok, principal_of

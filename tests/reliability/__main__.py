@@ -20,7 +20,7 @@ from pathlib import Path
 
 import structlog
 
-from bot.logs import configure_logging
+from bot.observability.logs import configure_logging
 from tests import backend
 from tests.reliability.harness import ScenarioResult
 from tests.reliability.scenarios import SCENARIOS, kill_trials

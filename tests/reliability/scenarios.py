@@ -20,7 +20,7 @@ import aiohttp
 import asyncpg
 from aiohttp import web
 
-from bot.config import Config
+from bot.configuration.config import Config
 from bot.persistence.database import marks
 from bot.persistence.sqlite import SQLiteDatabase
 from tests.fakes.graph_server import RE_ENGAGEMENT_DETAILS, FakeGraph, graph_error

@@ -13,7 +13,7 @@ from pathlib import Path
 import pytest
 from aiohttp.test_utils import TestClient
 
-from bot.config import Config
+from bot.configuration.config import Config
 from tests.conftest import ClientFactory, post_webhook
 from tests.fakes.graph_server import FakeGraph
 from tests.fakes.meta import load_sample, text_message

@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 
 from bot.commands.import_products import parse_catalogue
-from bot.config import Config
+from bot.configuration.config import Config
 from bot.persistence import Repositories
 from bot.persistence.crm import Contact
 from bot.persistence.database import Database

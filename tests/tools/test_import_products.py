@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 
 from bot.commands.import_products import run
-from bot.config import Config
+from bot.configuration.config import Config
 from bot.persistence.database import Database
 from tests.backend import config_for, env_for, query
 

@@ -7,7 +7,7 @@ from pathlib import Path
 
 import orjson
 
-from bot.config import Config
+from bot.configuration.config import Config
 from bot.persistence import Repositories
 from bot.persistence.crm import Contact
 from bot.tools import ToolContext, load_tools

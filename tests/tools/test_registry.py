@@ -9,7 +9,7 @@ from pathlib import Path
 import orjson
 import pytest
 
-from bot.config import Config
+from bot.configuration.config import Config
 from bot.persistence import Repositories
 from bot.tools import ToolConfigError, ToolContext, discover, load_tools
 from bot.web.keys import TOOLS

@@ -8,7 +8,7 @@ import orjson
 from aiohttp.test_utils import TestClient
 
 from bot import readiness
-from bot.config import Config
+from bot.configuration.config import Config
 from bot.web.keys import ACCESS
 from tests.conftest import API_TOKEN, ClientFactory, post_webhook
 from tests.fakes.graph_server import FakeGraph, GraphFailure

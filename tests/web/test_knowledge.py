@@ -11,7 +11,7 @@ import pytest
 from aiohttp.test_utils import TestClient
 
 from bot.ai.knowledge import KnowledgeDoc, fts_query, read_pdf
-from bot.config import Config
+from bot.configuration.config import Config
 from bot.web.keys import KNOWLEDGE, REPOS
 from tests.conftest import API_TOKEN, ClientFactory, post_webhook
 from tests.fakes.meta import text_message

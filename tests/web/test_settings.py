@@ -14,8 +14,8 @@ from cryptography.fernet import Fernet
 
 from bot.ai.clients import ClientPool
 from bot.ai.engine import MAX_CLIENTS
-from bot.config import Config, ConfigError
-from bot.secrets import KEY_FILE, SecretBox, SecretUnreadable, mask
+from bot.configuration.config import Config, ConfigError
+from bot.configuration.secrets import KEY_FILE, SecretBox, SecretUnreadable, mask
 from bot.web.keys import ENGINE
 from tests.conftest import API_TOKEN, post_webhook
 from tests.fakes.meta import text_message

@@ -11,7 +11,7 @@ from pathlib import Path
 
 from cryptography.fernet import Fernet, InvalidToken
 
-from bot.config import Config, ConfigError
+from bot.configuration.config import Config, ConfigError
 from bot.persistence.sqlite import ensure_private_dir
 
 KEY_FILE = "secret.key"

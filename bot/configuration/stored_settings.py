@@ -15,12 +15,12 @@ from typing import Any
 import structlog
 
 from bot.ai.knowledge import MODES, file_search_tools
-from bot.config import Config
+from bot.configuration.config import Config
+from bot.configuration.secrets import SecretBox, SecretUnreadable, mask
+from bot.configuration.settings import LOCAL_KB_TOOL, RuntimeSettings, parse_template_choice, settings_from_config
 from bot.domain.hours import BusinessHours
 from bot.persistence.assistant import AssistantSettingsRepo, KnowledgeRepo, StoredAssistantSettings
 from bot.persistence.usage import BusinessSettings, BusinessSettingsRepo
-from bot.secrets import SecretBox, SecretUnreadable, mask
-from bot.settings import LOCAL_KB_TOOL, RuntimeSettings, parse_template_choice, settings_from_config
 
 log = structlog.get_logger("bot.settings")
 

@@ -8,7 +8,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import bot
-from bot.config import Config
+from bot.configuration.config import Config
 
 SOURCE_ROOT = Path(bot.__file__).resolve().parent.parent
 

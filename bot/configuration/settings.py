@@ -6,7 +6,7 @@ from dataclasses import dataclass
 from typing import Protocol
 
 from bot.ai.engine import AISettings
-from bot.config import Config
+from bot.configuration.config import Config
 from bot.domain.hours import BusinessHours
 
 LOCAL_KB_TOOL = "search_knowledge_base"
