@@ -16,6 +16,8 @@ from typing import Any
 from tests.fakes.base import RecordedRequest, parse_json, parse_multipart
 
 TAIL = 7
+# Joins the segments of a request: neither a digit nor a separator, so two segments never run into one number.
+JOINER = "\u00a4"
 # The separators the security review listed, besides every space, dash, format and combining character.
 SEPARATORS = " \t\n\r\f\v-./()_,*:·\u00a0\u2013\u2011\u2212\u200b\u2060\u00ad\ufeff;|#~\u30fc\u0640"
 _REMOVED_CATEGORIES = frozenset({"Zs", "Zl", "Zp", "Cc", "Cf", "Pd", "Mn", "Me"})
@@ -85,4 +87,4 @@ def request_texts(requests: Iterable[RecordedRequest]) -> str:
             parts.extend(p.text for p in parse_multipart(content_type, rec.body).values() if p.filename is None)
         elif rec.body:
             parts.append(rec.body.decode("utf-8", errors="replace"))
-    return "|".join(parts)
+    return JOINER.join(parts)

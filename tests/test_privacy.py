@@ -9,7 +9,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from bot.ai.privacy import PHONE_MASK, fold, make_redactor, mask_numbers, redact_deep
-from tests.leaks import flatten, leaked
+from tests.leaks import JOINER, flatten, leaked
 
 CUSTOMER = "393331234567"
 # The zero of each digit script; the other digits follow it in order.
@@ -100,6 +100,13 @@ def test_every_form_of_the_security_review_is_masked(text: str) -> None:
 def test_the_suite_guard_sees_every_form(text: str) -> None:
     # The conftest guard must catch what the redactor is there to remove.
     assert leaked(f"x {text} y", [CUSTOMER]) == [CUSTOMER]
+
+
+def test_the_guard_never_joins_two_segments_of_a_request_into_a_number() -> None:
+    # A request's URL, headers and values are joined with JOINER: digits on either side stay apart.
+    assert flatten(JOINER) == JOINER
+    assert leaked(JOINER.join([CUSTOMER[:6], CUSTOMER[6:]]), [CUSTOMER]) == []
+    assert leaked("|".join([CUSTOMER[:6], CUSTOMER[6:]]), [CUSTOMER]) == [CUSTOMER]  # | is a separator
 
 
 def test_masks_land_on_the_original_text_when_folding_changes_lengths() -> None:
