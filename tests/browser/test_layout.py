@@ -178,6 +178,9 @@ async def walk_every_page(browser: Browser, seeded: TestServer, device: str, con
     await expect(page.locator("#reply-text")).to_be_hidden()
     if device == "desktop":
         await expect(page.locator("#thread-empty")).to_contain_text("Choose a conversation")
+        # The content uses the laptop's width (it was capped at 60 rem, 57% of this screen).
+        used: Any = await page.evaluate("document.querySelector('main').getBoundingClientRect().width")
+        assert used >= 0.9 * VIEWPORTS["desktop"]["width"] - 40, used
     else:
         await expect(page.locator("#thread-empty")).to_be_hidden()
     failed_row = rows.filter(has_text="Franco")
