@@ -126,6 +126,10 @@ async def cluster_ctx(app: web.Application) -> AsyncIterator[None]:
     node.bus.on_live = live.received
     node.on_lost(lambda: app[LIFECYCLE].shutdown())
     log.info("cluster_joined", node=node.bus.node)
+    if not app[CONFIG].secret_key:
+        # Fine for processes sharing one data directory; on several machines each would make its own key.
+        log.warning("secret_key_per_data_dir", path=str(app[CONFIG].data_dir / "secret.key"),
+                    fix="give every process the same BOT_SECRET_KEY, or they cannot read each other's secrets")
     yield
     await node.close()
 
