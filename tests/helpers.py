@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import inspect
 import time
 from collections.abc import Awaitable, Callable
 from typing import Any
@@ -21,11 +22,14 @@ def repos_of(client: TestClient) -> Repositories:
     return client.app[REPOS]  # type: ignore[index]
 
 
-async def wait_until(check: Callable[[], Awaitable[Any]], *, timeout: float = 10.0, what: str = "condition") -> Any:
-    """Re-check an async condition until it is truthy; fail loudly with `what` on timeout."""
+async def wait_until(check: Callable[[], Awaitable[Any] | Any], *, timeout: float = 10.0,
+                     what: str = "condition") -> Any:
+    """Re-check a condition (a plain or an async callable) until it is truthy; fail with `what` on timeout."""
     deadline = time.monotonic() + timeout
     while True:
-        value = await check()
+        value = check()
+        if inspect.isawaitable(value):
+            value = await value
         if value:
             return value
         if time.monotonic() > deadline:

@@ -128,7 +128,7 @@ async def test_a_webhook_is_acked_in_milliseconds_while_turns_flood_the_server(
     flood = [post_webhook(client, text_message(f"wamid.F{i}", f"3934400{i:05d}", f"flood {i}")) for i in range(300)]
     assert {r.status for r in await asyncio.gather(*flood)} == {200}
     admission: Admission = client.app[ADMISSION]  # type: ignore[index]
-    await wait_until(lambda: _async(admission.waiting > 100), what="a backlog of turns")
+    await wait_until(lambda: admission.waiting > 100, what="a backlog of turns")
     durations = []
     for i in range(20):
         started = time.monotonic()
@@ -153,9 +153,6 @@ async def test_a_pause_from_the_api_applies_through_the_actor(client: TestClient
     assert await repos_of(client).db.fetchval("SELECT COUNT(*) FROM commands") == 0  # consumed with its effect
 
 
-async def _async(value: Any) -> Any:
-    return value
-
 
 async def _queue_turns(make_client: ClientFactory, fake_openai: FakeOpenAI, *, slots: int, count: int, tag: str,
                        text: str) -> tuple[TestClient, list[str]]:
@@ -173,7 +170,7 @@ async def test_a_stop_finishes_the_turns_under_way_and_leaves_the_waiting_ones_f
 ) -> None:
     client, customers = await _queue_turns(make_client, fake_openai, slots=2, count=12, tag="ST", text="stop")
     admission: Admission = client.app[ADMISSION]  # type: ignore[index]
-    await wait_until(lambda: _async(admission.running == 2 and admission.waiting >= 5), what="a queue of turns")
+    await wait_until(lambda: admission.running == 2 and admission.waiting >= 5, what="a queue of turns")
     await client.close()  # SIGTERM: the two turns under way finish, the others do not begin
     statuses = backend.query(client.app[CONFIG].data_dir, "SELECT status FROM inbox")  # type: ignore[index]
     counted = Counter(r["status"] for r in statuses)

@@ -120,16 +120,13 @@ async def test_a_process_that_loses_its_locks_says_so_and_stops(make_client: Cli
     assert healthy["ready"] is True and healthy["mode"] == "cluster" and healthy["database"] == "postgres"
     pid = node_of(a).ownership.backend_pid
     await a.app[DATABASE].fetchval("SELECT pg_terminate_backend($1)", pid)  # as a network cut would
-    await wait_until(lambda: _true(bool(asked)), what="the shutdown asked for")
+    await wait_until(lambda: bool(asked), what="the shutdown asked for")
     resp = await a.get("/healthz")
     body = await resp.json()
     assert resp.status == 503 and body["ready"] is False
     assert "locks" in " ".join(body["reasons"])
     assert registry_of(a).closing  # it takes no new work meanwhile
 
-
-async def _true(value: bool) -> bool:
-    return value
 
 
 async def test_a_cluster_job_runs_in_one_process_at_a_time(make_client: ClientFactory) -> None:
@@ -143,7 +140,7 @@ async def test_a_cluster_job_runs_in_one_process_at_a_time(make_client: ClientFa
             order.append(f"{name} out")
 
     first = asyncio.create_task(job(node_of(a), "a", 0.5))
-    await wait_until(lambda: _true(bool(order)), what="A inside")
+    await wait_until(lambda: bool(order), what="A inside")
     await job(node_of(b), "b", 0.0)
     await first
     assert order == ["a in", "a out", "b in", "b out"]

@@ -258,11 +258,11 @@ async def test_admission_serves_the_oldest_message_first_and_never_more_than_its
             await release.wait()
 
     first = [asyncio.create_task(turn(n)) for n in (10, 11)]
-    await wait_until(lambda: _value(gate.running == 2), what="two running")
+    await wait_until(lambda: gate.running == 2, what="two running")
     later = [asyncio.create_task(turn(n)) for n in (50, 3, 20)]  # 3: a message taken over from a dead process
-    await wait_until(lambda: _value(gate.waiting == 3), what="three waiting")
+    await wait_until(lambda: gate.waiting == 3, what="three waiting")
     cancelled = asyncio.create_task(turn(1))
-    await wait_until(lambda: _value(gate.waiting == 4), what="four waiting")
+    await wait_until(lambda: gate.waiting == 4, what="four waiting")
     cancelled.cancel()
     release.set()
     await asyncio.gather(*first, *later)
@@ -283,7 +283,7 @@ async def test_admission_closed_lets_running_turns_finish_and_turns_away_the_wai
             outcomes.append(f"not begun {n}")
 
     tasks = [asyncio.create_task(turn(n)) for n in range(3)]
-    await wait_until(lambda: _value(gate.waiting == 2), what="two waiting")
+    await wait_until(lambda: gate.waiting == 2, what="two waiting")
     gate.close()
     release.set()
     await asyncio.gather(*tasks)
@@ -292,6 +292,3 @@ async def test_admission_closed_lets_running_turns_finish_and_turns_away_the_wai
         async with gate.slot():
             pass
 
-
-async def _value(value: Any) -> Any:
-    return value

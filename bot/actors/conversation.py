@@ -403,13 +403,11 @@ class ConversationActor(Actor[ConversationKey]):
 
     async def _last_offered(self) -> tuple[Choice, ...] | None:
         """The choices of the AI's last message, if that message offered some."""
-        row = await self.deps.repos.db.fetchrow(
-            "SELECT kind, body FROM outbox WHERE phone_number_id = $1 AND customer_id = $2 AND author = 'ai' "
-            "ORDER BY id DESC LIMIT 1", self.key.business, self.key.customer)
-        if row is None or row["kind"] != "choices" or not row["body"]:
+        row = await self.deps.repos.outbox.last_from_ai(self.key)
+        if row is None or row.kind != "choices" or not row.body:
             return None
         try:
-            return tuple(to_choices(orjson.loads(row["body"])["choices"]))
+            return tuple(to_choices(orjson.loads(row.body)["choices"]))
         except (orjson.JSONDecodeError, KeyError, TypeError, ValueError):
             return None
 

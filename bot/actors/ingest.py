@@ -15,7 +15,7 @@ from bot.persistence import commands as command_sql
 from bot.persistence import conversations as conversation_sql
 from bot.persistence import inbox as inbox_sql
 from bot.persistence import outbox as outbox_sql
-from bot.persistence.conversations import TEST_NUMBER_ID, Arrival
+from bot.persistence.conversations import PREVIEWS, TEST_NUMBER_ID, Arrival
 from bot.persistence.crm import arrival_contact_stmt
 from bot.persistence.database import Database, Stmt
 from bot.persistence.events import received_stmts
@@ -106,5 +106,5 @@ def _received(m: InboundMessage) -> dict[str, Any]:
 
 
 def _echo_text(echo: BusinessEcho) -> str:
-    text = echo.text or {"revoke": "[message deleted]"}.get(echo.type, f"[{echo.type}]")
+    text = echo.text or PREVIEWS.get(echo.type, f"[{echo.type}]")
     return f"[edited] {text}" if echo.type == "edit" else text

@@ -153,7 +153,10 @@ class Arrival:
         """A customer's message; its time is the customer's own (Meta's timestamp, never ahead of now)."""
         at = min(float(msg.timestamp), now) if msg.timestamp else now
         return cls(msg.phone_number_id, msg.customer_id, msg.wa_id, msg.user_id, msg.profile_name, at,
-                   (msg.text or f"[{msg.type}]")[:200])
+                   (msg.text or PREVIEWS.get(msg.type, f"[{msg.type}]"))[:200])
+
+
+PREVIEWS = {"revoke": "[message deleted]"}  # what the list shows for a message without text
 
 
 def arrival_stmts(arrivals: Sequence[Arrival], *, now: float) -> list[Stmt]:

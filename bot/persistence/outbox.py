@@ -197,6 +197,13 @@ class OutboxRepo:
         )
         return [OutboxRow.from_row(r) for r in rows]
 
+    async def last_from_ai(self, key: ConversationKey) -> OutboxRow | None:
+        """The AI's latest message to this customer (a typed answer may refer to the choices it offered)."""
+        row = await self.db.fetchrow(
+            "SELECT * FROM outbox WHERE phone_number_id = $1 AND customer_id = $2 AND author = 'ai' "
+            "ORDER BY id DESC LIMIT 1", key.business, key.customer)
+        return None if row is None else OutboxRow.from_row(row)
+
     async def queued_conversations(self) -> list[ConversationKey]:
         """Conversations with rows waiting to be sent (replayed at start-up)."""
         rows = await self.db.fetch(

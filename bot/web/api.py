@@ -142,6 +142,7 @@ async def list_messages(request: web.Request) -> web.Response:
             "media": f"/api/media/{r['id']}" if r["type"] in MEDIA_TYPES and not conv.is_test else None,
         }
         for r in inbound
+        if r["type"] != "revoke"  # a deletion shows on the message it deleted, not as a message of its own
     ]
     messages.extend(
         {

@@ -15,8 +15,8 @@ from bot.app import build_app
 from bot.web.keys import REPOS
 from tests.conftest import make_config
 from tests.fakes.graph_server import FakeGraph
-from tests.fakes.meta import sign, text_message
-from tests.fakes.openai_server import FakeOpenAI
+from tests.fakes.meta import contact, inbound_message, sign, text_message, webhook
+from tests.fakes.openai_server import CallTools, FakeOpenAI, Reply
 
 CHROMIUM = "/usr/bin/chromium"
 ARTIFACTS = Path(__file__).resolve().parents[2] / "test-artifacts"
@@ -145,3 +145,40 @@ async def test_test_chat_in_the_browser(server: TestServer, fake_openai: FakeOpe
         finally:
             await browser.close()
     assert fake_graph.sent == []
+
+
+async def test_the_thread_shows_offered_buttons_and_deleted_messages(
+    server: TestServer, fake_openai: FakeOpenAI, fake_graph: FakeGraph
+) -> None:
+    from playwright.async_api import async_playwright, expect
+
+    # The real path: the model offers two choices (sent as reply buttons), then the customer deletes a message.
+    choices = [{"id": "pickup", "title": "Ritiro", "description": None},
+               {"id": "delivery", "title": "Consegna", "description": None}]
+    fake_openai.script.extend([CallTools([("offer_choices", {"text": "Come preferisci?", "choices": choices})]),
+                               Reply("(not used)")])
+    await deliver(server, text_message("wamid.V1", PHONE, "Vorrei ordinare", name="Giulia"))
+    await fake_graph.wait_until(lambda: len(fake_graph.interactives()) == 1, what="the buttons sent")
+    await deliver(server, text_message("wamid.V2", PHONE, "Messaggio sbagliato", name="Giulia"))
+    await fake_graph.wait_until(lambda: len(fake_graph.texts()) == 1, what="the reply to it")
+    await deliver(server, webhook({"contacts": [contact(PHONE, "Giulia")], "messages": [
+        inbound_message("wamid.V3", PHONE, "revoke", {"original_message_id": "wamid.V2"})]}))
+    base = str(server.make_url("/")).rstrip("/")
+    async with async_playwright() as p:
+        browser = await p.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
+        try:
+            page = await signed_in_inbox(browser, base)
+            await page.locator("#conversations li", has_text="Giulia").click()
+            offer = page.locator("#messages li[data-author=ai]").first
+            await expect(offer.locator(".offered-buttons li")).to_have_text(["Ritiro", "Consegna"])
+            await expect(offer).not_to_contain_text("[choices]")
+            deleted = page.locator("#messages li.deleted")
+            await expect(deleted).to_have_count(1, timeout=10_000)
+            await expect(deleted.locator("s.deleted-text")).to_have_text("Messaggio sbagliato")
+            await expect(deleted.locator(".deleted-tag")).to_have_text("Deleted by the customer")
+            await expect(page.locator("#messages li", has_text="[revoke]")).to_have_count(0)
+            await page.screenshot(path=str(ARTIFACTS / "inbox-offered-deleted.png"))
+            await page.set_viewport_size({"width": 390, "height": 844})
+            await page.screenshot(path=str(ARTIFACTS / "inbox-offered-deleted-phone.png"))
+        finally:
+            await browser.close()

@@ -269,7 +269,7 @@
     li.dataset.author = m.author;
     if (m.deleted_at) li.append(el("span", "deleted-tag", "Deleted by the customer"));
     li.dataset.type = m.type || "text";
-    const media = m.type && !["text", "interactive", "button", "template"].includes(m.type);
+    const media = m.type && !["text", "interactive", "choices", "button", "template"].includes(m.type);
     if (media) {
       const node = mediaNode(m);
       if (node) li.append(node);
@@ -284,10 +284,11 @@
         const name = m.body && m.body.name ? m.body.name + (m.body.language ? " · " + m.body.language.code : "") : "";
         li.append(el("span", "template-tag", "Template" + (name ? ": " + name : "")));
       }
-      li.append(document.createTextNode(m.text || ""));
-      if ((m.kind === "interactive" || m.kind === "choices") && m.direction === "out" && m.body) {
-        li.append(offeredNode(m.body));
-      }
+      const offered = (m.kind === "interactive" || m.kind === "choices") && m.direction === "out" && m.body;
+      // Offered as buttons or a list: the question as the customer read it, then what they could tap.
+      const text = offered && m.body.body && m.body.body.text ? m.body.body.text : m.text || "";
+      li.append(m.deleted_at ? el("s", "deleted-text", text) : document.createTextNode(text));
+      if (offered) li.append(offeredNode(m.body));
     }
     const who = { customer: "customer", ai: "AI", operator: "operator", system: "automatic" }[m.author] || m.author;
     const when = new Date(m.created_at * 1000).toLocaleString();
