@@ -26,6 +26,7 @@ from tests.fakes.graph_server import FakeGraph
 from tests.fakes.meta import PHONE_NUMBER_ID, text_message
 from tests.fakes.openai_server import FakeOpenAI
 from tests.helpers import sign_in, wait_handled, wait_until
+from tests.web.helpers import sign_in as web_sign_in
 
 pytestmark = pytest.mark.postgres_only
 
@@ -194,3 +195,14 @@ async def test_a_session_opened_on_one_process_works_on_another(make_client: Cli
     page = await b.get("/inbox", cookies={SESSION_COOKIE: cookie}, allow_redirects=False)
     assert page.status == 200
     assert (await b.get("/inbox", allow_redirects=False)).status in (302, 303)  # and not without it
+
+
+async def test_the_sign_in_throttle_counts_attempts_at_every_process(make_client: ClientFactory) -> None:
+    a, b = await make_client(), await make_client()
+    for _ in range(3):
+        assert (await web_sign_in(a, password="wrong-password")).status == 401
+    for _ in range(2):
+        assert (await web_sign_in(b, password="wrong-password")).status == 401
+    # Five failures from this address, spread over two processes: the sixth waits, on either of them.
+    assert (await web_sign_in(a, password="wrong-password")).status == 429
+    assert (await web_sign_in(b)).status == 429
