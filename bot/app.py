@@ -274,7 +274,8 @@ async def actors_ctx(app: web.Application) -> AsyncIterator[None]:
     cluster = ClusterRegistry(local, db=repos.db, ownership=node.ownership, bus=node.bus) if node else None
     registry: Actors = cluster or local
     app[REGISTRY] = registry
-    app[INGEST] = Ingest(db=repos.db, tell=registry.tell, metrics=app[METRICS], notify=app[LIVE].publish)
+    app[INGEST] = Ingest(db=repos.db, tell=registry.tell, metrics=app[METRICS], notify=app[LIVE].publish,
+                         acked=app[ADMISSION].acked)
     app[TAKEOVER] = Takeover(repos=repos, tell=registry.tell)
     app[METRICS].bind_gauges(lambda: registry.live)
     if node is not None and cluster is not None:

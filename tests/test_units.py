@@ -292,3 +292,34 @@ async def test_admission_closed_lets_running_turns_finish_and_turns_away_the_wai
         async with gate.slot():
             pass
 
+
+
+async def test_admission_yields_to_slow_acks_and_gives_the_slots_back_when_ingest_is_quiet() -> None:
+    now = [0.0]
+    gate = Admission(8, ack_target=0.02, clock=lambda: now[0])
+
+    def ack(seconds: float, windows: int = 1) -> None:
+        for _ in range(windows):
+            now[0] += 0.06  # each call closes a window
+            gate.acked(seconds)
+
+    ack(0.2, windows=6)  # acks are slow: the turns' allowance falls, but never below one
+    assert gate.allowed == 1
+    release = asyncio.Event()
+    started: list[int] = []
+
+    async def turn(n: int) -> None:
+        async with gate.slot(order=n):
+            started.append(n)
+            await release.wait()
+
+    tasks = [asyncio.create_task(turn(n)) for n in range(5)]
+    await wait_until(lambda: gate.waiting == 4, what="four waiting behind the one allowed")
+    assert started == [0]
+    ack(0.001, windows=2)  # acks are fast again: one more slot per window, handed to the oldest
+    await wait_until(lambda: len(started) == 3, what="two more admitted")
+    assert started == [0, 1, 2] and gate.allowed == 3
+    now[0] += 1.0  # no webhook for a while: every slot is the turns' again
+    release.set()
+    await asyncio.gather(*tasks)
+    assert started == [0, 1, 2, 3, 4] and gate.allowed == 8 and gate.running == 0

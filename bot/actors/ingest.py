@@ -37,17 +37,18 @@ class Ingest:
     """
 
     def __init__(self, *, db: Database, tell: Tell, metrics: Metrics | None = None,
-                 notify: Callable[..., None] | None = None) -> None:
+                 notify: Callable[..., None] | None = None, acked: Callable[[float], None] | None = None) -> None:
         self._db = db
         self._tell = tell
         self._metrics = metrics
         self._notify = notify
+        self._acked = acked  # how long storing took, for the turns' admission (ingest comes first)
         self._templates = TemplateRepo(db)
         self.duplicates_seen = 0
 
     async def accept(self, batch: WebhookBatch) -> list[StoredInbound]:
         """Store every message, status and echo of one POST; returns the new inbox rows."""
-        now = time.time()
+        now, started = time.time(), time.monotonic()
         arrivals = [Arrival.of(m, now) for m in batch.messages]
         arrivals += [Arrival(e.phone_number_id, e.customer_id, e.wa_id, e.user_id, None, now, _echo_text(e)[:200],
                              inbound=False) for e in batch.echoes]
@@ -72,6 +73,8 @@ class Ingest:
         keys = {(m.phone_number_id, m.customer_id) for m in batch.messages} | \
             {(e.phone_number_id, e.customer_id) for e in batch.echoes}
         results = await self._db.write(stmts, urgent=True, keys=sorted(keys)) if stmts else []
+        if self._acked is not None:
+            self._acked(time.monotonic() - started)
         new = inbox_sql.new_rows(batch.messages, results[first : first + len(inserts)], now=now)
         self._count(batch, new)
         for stored in new:
