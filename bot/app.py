@@ -298,6 +298,7 @@ async def actors_ctx(app: web.Application) -> AsyncIterator[None]:
             registry.tell(row.key, Inbound(row.stored(message_detail)))
         log.info("server_started", replayed=len(pending), interrupted_sends=interrupted)
     yield
+    await app[INGEST].close()  # POSTs already received are stored (and told) before the actors stop
     # Drain: turns under way finish (within the timeout); those still waiting for a slot do not begin.
     app[ADMISSION].close()
     await registry.stop_all(config.shutdown_timeout_seconds)

@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import asyncio
 import time
 from collections.abc import Callable
+from dataclasses import dataclass
 from typing import Any
 
 import structlog
@@ -17,8 +19,8 @@ from bot.persistence import inbox as inbox_sql
 from bot.persistence import outbox as outbox_sql
 from bot.persistence.conversations import PREVIEWS, TEST_NUMBER_ID, Arrival
 from bot.persistence.crm import arrival_contact_stmt
-from bot.persistence.database import Database, Stmt
-from bot.persistence.events import received_stmts
+from bot.persistence.database import Database, DatabaseUnavailable, Stmt
+from bot.persistence.events import received_many_stmts
 from bot.persistence.templates import TemplateRepo
 from bot.whatsapp.events import BusinessEcho, InboundMessage, WebhookBatch
 from bot.whatsapp.templates import apply_status_update
@@ -28,12 +30,26 @@ log = structlog.get_logger("bot.ingest")
 Tell = Callable[[ConversationKey, Any], None]
 
 
+# POSTs stored in one unit at most: their statements stay well under both backends' parameter limits.
+MAX_POSTS_PER_UNIT = 256
+
+
+@dataclass(slots=True)
+class _Post:
+    """One POST waiting for the ingest's next unit, and the inbox rows it turned out to add."""
+
+    batch: WebhookBatch
+    future: asyncio.Future[list[StoredInbound]]
+
+
 class Ingest:
     """Persist first, then tell: a message is acknowledged to Meta only once it is in the inbox.
 
-    One POST is one unit of work for the writer, marked urgent: it commits in the next group,
-    before any turn's unit, together with the other POSTs that arrived meanwhile (group commit),
-    and a POST whose unit fails gets its own error without failing the others of its group.
+    The POSTs that arrive while the previous ones are being stored are stored together, as ONE unit
+    of work with one multi-row statement per table (not five statements per POST): the unit is marked
+    urgent, so it commits in the writer's next group, before any turn's unit. If that unit fails, each
+    of its POSTs is stored again as a unit of its own, so a POST that cannot be stored gets its own
+    error without failing the others.
     """
 
     def __init__(self, *, db: Database, tell: Tell, metrics: Metrics | None = None,
@@ -44,38 +60,24 @@ class Ingest:
         self._notify = notify
         self._acked = acked  # how long storing took, for the turns' admission (ingest comes first)
         self._templates = TemplateRepo(db)
+        self._waiting: list[_Post] = []
+        self._storing: asyncio.Task[None] | None = None
         self.duplicates_seen = 0
 
     async def accept(self, batch: WebhookBatch) -> list[StoredInbound]:
         """Store every message, status and echo of one POST; returns the new inbox rows."""
-        now, started = time.time(), time.monotonic()
-        arrivals = [Arrival.of(m, now) for m in batch.messages]
-        arrivals += [Arrival(e.phone_number_id, e.customer_id, e.wa_id, e.user_id, None, now, _echo_text(e)[:200],
-                             inbound=False) for e in batch.echoes]
-        stmts: list[Stmt] = conversation_sql.arrival_stmts(arrivals, now=now)
-        inserts = inbox_sql.insert_stmts(batch.messages, now=now)
-        first = len(stmts)
-        stmts += inserts
-        for m in batch.messages:
-            if m.phone_number_id != TEST_NUMBER_ID:
-                stmts += received_stmts(_received(m), wamid=m.wamid, now=now)
-        if batch.messages:
-            stmts.append(arrival_contact_stmt(
-                [(m.phone_number_id, m.customer_id, m.wa_id, m.user_id, m.profile_name) for m in batch.messages],
-                now=now))
-        for status in batch.statuses:
-            stmts += outbox_sql.receipt_stmts(status.wamid, status.status, status.error_code, status.error_reason,
-                                              now=now)
-        for echo in batch.echoes:
-            key = ConversationKey(echo.phone_number_id, echo.customer_id)
-            stmts.append(command_sql.add_stmt(key, "echo", {"wamid": echo.wamid, "type": echo.type,
-                                                           "text": _echo_text(echo)}))
-        keys = {(m.phone_number_id, m.customer_id) for m in batch.messages} | \
-            {(e.phone_number_id, e.customer_id) for e in batch.echoes}
-        results = await self._db.write(stmts, urgent=True, keys=sorted(keys)) if stmts else []
+        started = time.monotonic()
+        new: list[StoredInbound] = []
+        if batch.messages or batch.statuses or batch.echoes:
+            loop = asyncio.get_running_loop()
+            post = _Post(batch, loop.create_future())
+            self._waiting.append(post)
+            if self._storing is None:
+                self._storing = loop.create_task(self._store_waiting(), name="ingest-store")
+            # shield: a client that hangs up must not cancel a unit the writer may already be running.
+            new = await asyncio.shield(post.future)
         if self._acked is not None:
             self._acked(time.monotonic() - started)
-        new = inbox_sql.new_rows(batch.messages, results[first : first + len(inserts)], now=now)
         self._count(batch, new)
         for stored in new:
             self._tell(stored.message.key, Inbound(stored))
@@ -91,6 +93,87 @@ class Ingest:
                 self._notify("status", wamid=status.wamid, status=status.status)
         return new
 
+    async def close(self) -> None:
+        """Let the POSTs already waiting be stored (the server stops taking new ones first)."""
+        if self._storing is not None:
+            await asyncio.shield(self._storing)
+
+    async def _store_waiting(self) -> None:
+        """Store what waits, a unit at a time, until nothing does; each POST's future gets its outcome."""
+        try:
+            while self._waiting:
+                posts = self._waiting[:MAX_POSTS_PER_UNIT]
+                del self._waiting[:MAX_POSTS_PER_UNIT]
+                try:
+                    stored = await self._store(posts)
+                except DatabaseUnavailable as exc:  # the group failed whole: nothing of these POSTs was stored
+                    _fail(posts, exc)
+                except Exception as exc:  # this unit failed: each POST again alone, so that only the bad one fails
+                    if len(posts) == 1:
+                        _fail(posts, exc)
+                    else:
+                        await asyncio.gather(*(self._store_alone(post) for post in posts))
+                else:
+                    for post, new in zip(posts, stored, strict=True):
+                        if not post.future.done():
+                            post.future.set_result(new)
+        finally:
+            self._storing = None
+            _fail(self._waiting, DatabaseUnavailable("the ingest stopped"))  # only when cancelled
+            self._waiting.clear()
+
+    async def _store_alone(self, post: _Post) -> None:
+        try:
+            (new,) = await self._store([post])
+        except Exception as exc:
+            _fail([post], exc)
+        else:
+            if not post.future.done():
+                post.future.set_result(new)
+
+    async def _store(self, posts: list[_Post]) -> list[list[StoredInbound]]:
+        """One unit of work for these POSTs; the new inbox rows of each, in order."""
+        now = time.time()
+        messages = [m for post in posts for m in post.batch.messages]
+        arrivals: list[Arrival] = []
+        for post in posts:  # each POST's messages, then its echoes, as they came
+            arrivals += [Arrival.of(m, now) for m in post.batch.messages]
+            arrivals += [Arrival(e.phone_number_id, e.customer_id, e.wa_id, e.user_id, None, now,
+                                 _echo_text(e)[:200], inbound=False) for e in post.batch.echoes]
+        stmts: list[Stmt] = conversation_sql.arrival_stmts(arrivals, now=now)
+        inserts = inbox_sql.insert_stmts(messages, now=now)
+        first = len(stmts)
+        stmts += inserts
+        # One event per message stored by this unit: a wamid Meta delivered twice in it counts once.
+        received = {m.wamid: _received(m) for m in reversed(messages) if m.phone_number_id != TEST_NUMBER_ID}
+        stmts += received_many_stmts(list(received.items())[::-1], now=now)
+        if messages:
+            stmts.append(arrival_contact_stmt(
+                [(m.phone_number_id, m.customer_id, m.wa_id, m.user_id, m.profile_name) for m in messages], now=now))
+        keys: set[tuple[str, str]] = set()
+        for post in posts:
+            for status in post.batch.statuses:
+                stmts += outbox_sql.receipt_stmts(status.wamid, status.status, status.error_code,
+                                                  status.error_reason, now=now)
+            for echo in post.batch.echoes:
+                key = ConversationKey(echo.phone_number_id, echo.customer_id)
+                stmts.append(command_sql.add_stmt(key, "echo", {"wamid": echo.wamid, "type": echo.type,
+                                                               "text": _echo_text(echo)}))
+                keys.add((echo.phone_number_id, echo.customer_id))
+        keys |= {(m.phone_number_id, m.customer_id) for m in messages}
+        results = await self._db.write(stmts, urgent=True, keys=sorted(keys))
+        # RETURNING gives (id, wamid) of the rows inserted; a wamid twice in the unit is new once, for the first.
+        ids = {row[1]: row[0] for rows in results[first : first + len(inserts)] for row in rows}
+        out: list[list[StoredInbound]] = []
+        for post in posts:
+            new: list[StoredInbound] = []
+            for msg in post.batch.messages:
+                inbox_id = ids.pop(msg.wamid, None)
+                if inbox_id is not None:
+                    new.append(StoredInbound(inbox_id, msg, now))
+            out.append(new)
+        return out
+
     def _count(self, batch: WebhookBatch, new: list[StoredInbound]) -> None:
         repeats = len(batch.messages) - len(new)
         self.duplicates_seen += repeats
@@ -101,6 +184,12 @@ class Ingest:
         for stored in new:
             if stored.message.phone_number_id != TEST_NUMBER_ID:  # test chats stay out of WhatsApp counts
                 self._metrics.messages_in.labels(type=stored.message.type).inc()
+
+
+def _fail(posts: list[_Post], error: BaseException) -> None:
+    for post in posts:
+        if not post.future.done():
+            post.future.set_exception(error)
 
 
 def _received(m: InboundMessage) -> dict[str, Any]:

@@ -167,17 +167,25 @@ def arrival_stmts(arrivals: Sequence[Arrival], *, now: float) -> list[Stmt]:
     """
     stmts: list[Stmt] = []
     latest: dict[tuple[str, str], Arrival] = {}
+    heard: dict[tuple[str, str], float] = {}
     for arrival in arrivals:
         if arrival.wa_id and arrival.customer != arrival.wa_id:
             args = (arrival.business, arrival.wa_id, arrival.customer)
             for table in ("inbox", "outbox", "commands", "contacts"):
                 stmts.append(Stmt(f"UPDATE {table} SET customer_id = $3 WHERE {_ADOPT_GUARD}", args))
             stmts.append(Stmt(f"UPDATE conversations SET customer_id = $3, user_id = $3 WHERE {_ADOPT_GUARD}", args))
-        latest[(arrival.business, arrival.customer)] = arrival  # one row per conversation and statement
+        # One row per conversation and statement: the latest arrival (by the customer's own times, so
+        # that a webhook delivered late in a batch moves nothing back), and the latest inbound time.
+        key = (arrival.business, arrival.customer)
+        seen = latest.get(key)
+        if seen is None or arrival.at >= seen.at:
+            latest[key] = arrival
+        if arrival.inbound:
+            heard[key] = max(heard.get(key, arrival.at), arrival.at)
     params: list[Any] = []
-    for a in latest.values():
+    for key, a in latest.items():
         params += (a.business, a.customer, a.wa_id, a.user_id, a.profile_name, new_session_id(),
-                   int(a.business == TEST_NUMBER_ID), now, now, a.at, a.at if a.inbound else None, a.preview)
+                   int(a.business == TEST_NUMBER_ID), now, now, a.at, heard.get(key), a.preview)
     if latest:
         rows = ", ".join(f"({marks(_ARRIVAL_COLUMNS, 1 + i * _ARRIVAL_COLUMNS)})" for i in range(len(latest)))
         stmts.append(Stmt(_ARRIVAL_SQL.format(rows=rows), tuple(params)))

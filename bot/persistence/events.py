@@ -12,7 +12,7 @@ from typing import Any
 
 import orjson
 
-from bot.persistence.database import Stmt
+from bot.persistence.database import Stmt, marks
 
 KINDS = ("message.received", "reply.sent", "handoff.requested", "order.created", "order.confirmed")
 
@@ -46,6 +46,44 @@ def received_stmts(payload: dict[str, Any], *, wamid: str, now: float) -> list[S
         "INSERT INTO events (kind, payload, created_at, token) SELECT 'message.received', $1, $2, $4 "
         "WHERE EXISTS (SELECT 1 FROM inbox WHERE wamid = $3 AND received_at = $2)",
         (orjson.dumps(payload).decode(), now, wamid, token)), Stmt(_FAN_OUT, (token, now))]
+
+
+# Rows per statement in `received_many_stmts`: 3 parameters a row, well under both backends' limits.
+_RECEIVED_CHUNK = 1000
+
+
+def received_many_stmts(received: list[tuple[str, dict[str, Any]]], *, now: float) -> list[Stmt]:
+    """`received_stmts` for many messages (wamid, payload) at once: two statements a chunk, not two a message.
+
+    The ingest stores every webhook that arrived meanwhile in one unit; like `received_stmts`, an event
+    is recorded only for a message this unit stored (`received_at` is this unit's `now`). The caller
+    passes each wamid once: a re-delivery within the same unit must not make a second event.
+    """
+    stmts: list[Stmt] = []
+    for start in range(0, len(received), _RECEIVED_CHUNK):
+        chunk = received[start : start + _RECEIVED_CHUNK]
+        params: list[Any] = [now]
+        tokens: list[str] = []
+        for wamid, payload in chunk:
+            token = secrets.token_hex(12)
+            tokens.append(token)
+            params += (orjson.dumps(payload).decode(), token, wamid)
+        rows = ", ".join(f"(CAST(${2 + i * 3} AS TEXT), CAST(${3 + i * 3} AS TEXT), CAST(${4 + i * 3} AS TEXT))"
+                         for i in range(len(chunk)))
+        stmts.append(Stmt(
+            "INSERT INTO events (kind, payload, created_at, token) SELECT 'message.received', v.column1, $1, "
+            f"v.column2 FROM (VALUES {rows}) AS v "
+            "WHERE EXISTS (SELECT 1 FROM inbox WHERE wamid = v.column3 AND received_at = $1)", tuple(params)))
+        stmts.append(Stmt(_FAN_OUT_MANY.format(tokens=marks(len(tokens), 2)), (now, *tokens)))
+    return stmts
+
+
+_FAN_OUT_MANY = (
+    "INSERT INTO webhook_deliveries (event_id, endpoint_id, status, attempts, next_attempt_at, claimed_until, "
+    "created_at) SELECT ev.id, e.id, 'pending', 0, $1, 0, $1 FROM events ev JOIN webhook_endpoints e "
+    "ON e.enabled = 1 AND ev.id > e.from_event_id AND (',' || e.kinds || ',') LIKE ('%,' || ev.kind || ',%') "
+    "WHERE ev.token IN ({tokens}) ON CONFLICT (event_id, endpoint_id) DO NOTHING"
+)
 
 
 def order_payload(order: Any) -> dict[str, Any]:
