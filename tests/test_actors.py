@@ -98,6 +98,42 @@ async def test_a_webhook_that_cannot_be_stored_fails_alone(client: TestClient, f
     assert len(statuses) == 30 and "wamid.DEEP" in statuses
 
 
+_POISON = {
+    "sqlite": ["CREATE TRIGGER poison BEFORE INSERT ON inbox WHEN new.text = 'poison' "
+               "BEGIN SELECT RAISE(ABORT, 'poisoned row'); END"],
+    "postgres": ["CREATE FUNCTION poison() RETURNS trigger AS $$ BEGIN IF NEW.text = 'poison' THEN "
+                 "RAISE EXCEPTION 'poisoned row'; END IF; RETURN NEW; END $$ LANGUAGE plpgsql",
+                 "CREATE TRIGGER poison BEFORE INSERT ON inbox FOR EACH ROW EXECUTE FUNCTION poison()"],
+}
+
+
+async def test_posts_stored_together_fail_alone_when_one_cannot_be_stored(
+    client: TestClient, fake_graph: FakeGraph
+) -> None:
+    # POSTs that arrive together are stored as one unit; a row the database refuses fails that unit,
+    # and then only its own POST: the others are stored again alone, acknowledged and answered.
+    db = repos_of(client).db
+    async with db.transaction() as tx:
+        for sql in _POISON[db.dialect]:
+            await tx.execute(sql)
+    groups_before = await _groups(client)
+    posts = [post_webhook(client, text_message(f"wamid.G{i}", f"3933310{i:05d}", f"messaggio {i}"))
+             for i in range(40)]
+    posts.insert(17, post_webhook(client, text_message("wamid.POISON", "393331099999", "poison")))
+    answers = await asyncio.gather(*posts)
+    assert [a.status for a in answers] == [200] * 17 + [500] + [200] * 23
+    assert "could not be stored" in (await answers[17].json())["error"]
+    statuses = await wait_handled(client, 40, timeout=30)
+    assert len(statuses) == 40 and "wamid.POISON" not in statuses
+    assert sorted(fake_graph.texts()) == sorted(f"Echo: messaggio {i}" for i in range(40))
+    if groups_before is not None:  # 41 POSTs did not need 41 commits
+        assert await _groups(client) - groups_before < 41
+
+
+async def _groups(client: TestClient) -> int | None:
+    return getattr(repos_of(client).db, "groups", None)
+
+
 async def test_at_most_n_turns_run_at_once_and_the_rest_wait_in_order(
     make_client: ClientFactory, fake_openai: FakeOpenAI, fake_graph: FakeGraph
 ) -> None:

@@ -70,6 +70,9 @@ async def receive(request: web.Request) -> web.Response:
         # Not acknowledged, so Meta retries later; nothing acknowledged earlier is affected.
         log.error("webhook_storage_unavailable", error=str(exc))
         return web.json_response({"error": "storage unavailable, retry later"}, status=503)
+    except Exception as exc:  # this POST alone (the others stored with it were stored again without it)
+        log.exception("webhook_storage_failed", error=str(exc)[:300])
+        return web.json_response({"error": f"this delivery could not be stored: {type(exc).__name__}"}, status=500)
     return web.Response(text="ok")
 
 
