@@ -35,6 +35,7 @@ from bot.actors.takeover import Takeover
 from bot.ai.engine import AISettings, Engine, Usage
 from bot.ai.keycheck import KeyChecker
 from bot.ai.knowledge import KnowledgeBase
+from bot.ai.language import load_profiles
 from bot.backoff import Backoff
 from bot.cluster.node import Node
 from bot.cluster.registry import ClusterRegistry
@@ -263,6 +264,9 @@ async def costs_ctx(app: web.Application) -> AsyncIterator[None]:
 async def actors_ctx(app: web.Application) -> AsyncIterator[None]:
     """The conversation actors, the ingest that feeds them, and the start-up replay."""
     config, repos = app[CONFIG], app[REPOS]
+    # First-use costs paid before the first webhook, not by the event loop under the first customers.
+    await asyncio.to_thread(load_profiles)
+    await app[ENGINE].warm_up((await app[SETTINGS].current()).ai)
     app[ADMISSION] = Admission(config.max_concurrent_turns)
     deps = _conversation_deps(app)
 

@@ -214,3 +214,13 @@ async def test_a_stop_finishes_the_turns_under_way_and_leaves_the_waiting_ones_f
     again = await make_client(max_concurrent_turns=2)  # the next start answers the rest, once each
     await wait_handled(again, len(customers), timeout=20)
     assert sorted(fake_graph.texts()) == sorted(f"Echo: stop {i}" for i in range(len(customers)))
+
+
+async def test_first_use_costs_are_paid_at_start_up_not_by_the_first_customers(client: TestClient) -> None:
+    # Loading langdetect's profiles (~0.4 s) and making the SDK client (~0.1 s) stalled every ack of a
+    # flood's first half second when done lazily in the first turns.
+    from bot.ai import language
+    from bot.web.keys import ENGINE
+
+    assert language._profiles.cache_info().currsize == 1
+    assert len(client.app[ENGINE]._clients) == 1  # type: ignore[index]

@@ -248,6 +248,12 @@ class Engine:
         """The SDK client for this key and base URL, leased: `async with engine.client(s) as client:`."""
         return self._clients.lease(settings.api_key, settings.base_url)
 
+    async def warm_up(self, settings: AISettings) -> None:
+        """Make the SDK client for these settings now (its TLS context and lazy imports take ~0.1 s of CPU),
+        at start-up rather than in the first turn, where it would stall every webhook's acknowledgement."""
+        async with self.client(settings):
+            pass
+
     async def close(self) -> None:
         """Close every SDK client."""
         await self._clients.close()
