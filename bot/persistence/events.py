@@ -14,6 +14,7 @@ import orjson
 
 from bot.persistence.database import Stmt, marks
 
+
 def _token() -> str:
     """A unique token that sorts by time: its unique index grows at one end, not at a random page a row
     (a random token dirtied a page of that index per message in every commit, and the WAL with it)."""
