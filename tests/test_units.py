@@ -323,3 +323,14 @@ async def test_admission_yields_to_slow_acks_and_gives_the_slots_back_when_inges
     release.set()
     await asyncio.gather(*tasks)
     assert started == [0, 1, 2, 3, 4] and gate.allowed == 8 and gate.running == 0
+
+
+def test_sized_chunks_come_in_few_shapes_and_keep_every_item_in_order() -> None:
+    from bot.persistence.database import sized_chunks
+
+    for n in (0, 1, 5, 64, 255, 256, 257, 1000):
+        items = list(range(n))
+        chunks = sized_chunks(items, 256)
+        assert [x for c in chunks for x in c] == items
+        assert all(len(c) in {1, 2, 4, 8, 16, 32, 64, 128, 256} for c in chunks)
+        assert [len(c) for c in chunks] == sorted((len(c) for c in chunks), reverse=True)

@@ -18,7 +18,7 @@ from bot.persistence import conversations as conversation_sql
 from bot.persistence import inbox as inbox_sql
 from bot.persistence import outbox as outbox_sql
 from bot.persistence.conversations import PREVIEWS, TEST_NUMBER_ID, Arrival
-from bot.persistence.crm import arrival_contact_stmt
+from bot.persistence.crm import arrival_contact_stmts
 from bot.persistence.database import Database, DatabaseUnavailable, Stmt
 from bot.persistence.events import received_many_stmts
 from bot.persistence.templates import TemplateRepo
@@ -148,8 +148,8 @@ class Ingest:
         received = {m.wamid: _received(m) for m in reversed(messages) if m.phone_number_id != TEST_NUMBER_ID}
         stmts += received_many_stmts(list(received.items())[::-1], now=now)
         if messages:
-            stmts.append(arrival_contact_stmt(
-                [(m.phone_number_id, m.customer_id, m.wa_id, m.user_id, m.profile_name) for m in messages], now=now))
+            stmts += arrival_contact_stmts(
+                [(m.phone_number_id, m.customer_id, m.wa_id, m.user_id, m.profile_name) for m in messages], now=now)
         keys: set[tuple[str, str]] = set()
         for post in posts:
             for status in post.batch.statuses:

@@ -13,7 +13,7 @@ from dataclasses import dataclass, replace
 from typing import Any
 
 from bot.domain.conversation import LOCAL_CHANNEL, ConversationKey, InboundMessage
-from bot.persistence.database import Database, Record, Stmt, marks, row_to
+from bot.persistence.database import Database, Record, Stmt, marks, row_to, sized_chunks
 
 # The business "number" of browser test chats: such conversations never reach the Graph API.
 TEST_NUMBER_ID = LOCAL_CHANNEL
@@ -113,6 +113,7 @@ _SAVE_SQL = (
 
 
 _ARRIVAL_COLUMNS = 12
+_ARRIVAL_CHUNK = 256  # rows per statement (12 parameters each)
 _ARRIVAL_SQL = (
     "INSERT INTO conversations (phone_number_id, customer_id, wa_id, user_id, profile_name, session_id, is_test, "
     "created_at, updated_at, last_activity_at, last_inbound_at, last_message_preview) VALUES {rows} "
@@ -182,12 +183,12 @@ def arrival_stmts(arrivals: Sequence[Arrival], *, now: float) -> list[Stmt]:
             latest[key] = arrival
         if arrival.inbound:
             heard[key] = max(heard.get(key, arrival.at), arrival.at)
-    params: list[Any] = []
-    for key, a in latest.items():
-        params += (a.business, a.customer, a.wa_id, a.user_id, a.profile_name, new_session_id(),
-                   int(a.business == TEST_NUMBER_ID), now, now, a.at, heard.get(key), a.preview)
-    if latest:
-        rows = ", ".join(f"({marks(_ARRIVAL_COLUMNS, 1 + i * _ARRIVAL_COLUMNS)})" for i in range(len(latest)))
+    for chunk in sized_chunks(list(latest.items()), _ARRIVAL_CHUNK):
+        params: list[Any] = []
+        for key, a in chunk:
+            params += (a.business, a.customer, a.wa_id, a.user_id, a.profile_name, new_session_id(),
+                       int(a.business == TEST_NUMBER_ID), now, now, a.at, heard.get(key), a.preview)
+        rows = ", ".join(f"({marks(_ARRIVAL_COLUMNS, 1 + i * _ARRIVAL_COLUMNS)})" for i in range(len(chunk)))
         stmts.append(Stmt(_ARRIVAL_SQL.format(rows=rows), tuple(params)))
     return stmts
 

@@ -20,6 +20,7 @@ from bot.persistence.database import (
     like_contains,
     marks,
     row_to,
+    sized_chunks,
     ts_query,
 )
 from bot.persistence.events import event_stmts, order_payload
@@ -96,15 +97,18 @@ _ARRIVAL_CONTACT_SQL = (
 )
 
 
-def arrival_contact_stmt(people: Sequence[tuple[str, str, str | None, str | None, str | None]], *,
-                         now: float) -> Stmt:
+def arrival_contact_stmts(people: Sequence[tuple[str, str, str | None, str | None, str | None]], *,
+                          now: float) -> list[Stmt]:
     """Every customer gets a contact with their first message: (business, customer, wa_id, user_id, profile name)."""
     unique = {(p[0], p[1]): p for p in people}  # one row per contact and statement
-    params: list[Any] = []
-    for business, customer, wa_id, user_id, name in unique.values():
-        params += (business, customer, wa_id, user_id, (name or "").strip() or None, "whatsapp", now, now)
-    rows = ", ".join(f"({marks(8, 1 + i * 8)})" for i in range(len(unique)))
-    return Stmt(_ARRIVAL_CONTACT_SQL.format(rows=rows), tuple(params))
+    stmts: list[Stmt] = []
+    for chunk in sized_chunks(list(unique.values()), 256):
+        params: list[Any] = []
+        for business, customer, wa_id, user_id, name in chunk:
+            params += (business, customer, wa_id, user_id, (name or "").strip() or None, "whatsapp", now, now)
+        rows = ", ".join(f"({marks(8, 1 + i * 8)})" for i in range(len(chunk)))
+        stmts.append(Stmt(_ARRIVAL_CONTACT_SQL.format(rows=rows), tuple(params)))
+    return stmts
 
 
 def contact_key(contact: Contact) -> ConversationKey:

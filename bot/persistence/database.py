@@ -89,6 +89,24 @@ def row_to(cls: type[T], row: Record) -> T:
     return cls(**values)
 
 
+def sized_chunks(items: Sequence[T], largest: int) -> list[Sequence[T]]:
+    """`items` cut into runs whose lengths are powers of two (at most `largest`, itself one), longest first.
+
+    A multi-row statement's text depends on its number of rows. Cut like this, a table's inserts come
+    in at most log2(largest) + 1 shapes, so both backends' prepared-statement caches (SQLite's 128,
+    asyncpg's 100 statements per connection) keep them, instead of parsing and planning anew a text
+    for every batch size (on PostgreSQL, one more round trip each).
+    """
+    out: list[Sequence[T]] = []
+    start, size = 0, largest
+    while start < len(items):
+        while size > len(items) - start:
+            size //= 2
+        out.append(items[start : start + size])
+        start += size
+    return out
+
+
 def marks(count: int, start: int = 1) -> str:
     """`$start, $start+1, …` for an IN list of `count` values."""
     return ", ".join(f"${i}" for i in range(start, start + count))

@@ -12,7 +12,7 @@ from typing import Any
 
 import orjson
 
-from bot.persistence.database import Stmt, marks
+from bot.persistence.database import Stmt, marks, sized_chunks
 
 
 def _token() -> str:
@@ -56,7 +56,7 @@ def received_stmts(payload: dict[str, Any], *, wamid: str, now: float) -> list[S
 
 
 # Rows per statement in `received_many_stmts`: 3 parameters a row, well under both backends' limits.
-_RECEIVED_CHUNK = 1000
+_RECEIVED_CHUNK = 256
 
 
 def received_many_stmts(received: list[tuple[str, dict[str, Any]]], *, now: float) -> list[Stmt]:
@@ -67,8 +67,7 @@ def received_many_stmts(received: list[tuple[str, dict[str, Any]]], *, now: floa
     passes each wamid once: a re-delivery within the same unit must not make a second event.
     """
     stmts: list[Stmt] = []
-    for start in range(0, len(received), _RECEIVED_CHUNK):
-        chunk = received[start : start + _RECEIVED_CHUNK]
+    for chunk in sized_chunks(received, _RECEIVED_CHUNK):
         params: list[Any] = [now]
         tokens: list[str] = []
         for wamid, payload in chunk:
