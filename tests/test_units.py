@@ -334,3 +334,11 @@ def test_sized_chunks_come_in_few_shapes_and_keep_every_item_in_order() -> None:
         assert [x for c in chunks for x in c] == items
         assert all(len(c) in {1, 2, 4, 8, 16, 32, 64, 128, 256} for c in chunks)
         assert [len(c) for c in chunks] == sorted((len(c) for c in chunks), reverse=True)
+
+
+def test_in_lists_are_padded_with_their_last_value_to_a_power_of_two() -> None:
+    from bot.persistence.database import in_list
+
+    assert in_list([7], 3) == ("$3", (7,))
+    assert in_list([1, 2, 3], 1) == ("$1, $2, $3, $4", (1, 2, 3, 3))
+    assert in_list([], 1) == ("", ())

@@ -107,6 +107,19 @@ def sized_chunks(items: Sequence[T], largest: int) -> list[Sequence[T]]:
     return out
 
 
+def in_list(values: Sequence[Any], start: int = 1) -> tuple[str, tuple[Any, ...]]:
+    """An `IN (...)` list's placeholders and arguments, padded to a power of two with its last value.
+
+    Repeating a value changes nothing an IN list matches, and the statement then comes in a few
+    shapes, not one per length (see `sized_chunks`).
+    """
+    size = 1
+    while size < len(values):
+        size *= 2
+    padded = (*values, *[values[-1]] * (size - len(values))) if values else ()
+    return marks(len(padded), start), padded
+
+
 def marks(count: int, start: int = 1) -> str:
     """`$start, $start+1, …` for an IN list of `count` values."""
     return ", ".join(f"${i}" for i in range(start, start + count))

@@ -11,7 +11,7 @@ from typing import Any
 import orjson
 
 from bot.domain.conversation import ConversationKey, InboundMessage, MessageDetail, StoredInbound
-from bot.persistence.database import Database, Record, Stmt, marks, row_to, sized_chunks
+from bot.persistence.database import Database, Record, Stmt, in_list, marks, row_to, sized_chunks
 
 _COLUMNS = 12
 _INSERT_CHUNK = 256  # 12 parameters a row: well under both backends' limit on parameters per statement
@@ -109,16 +109,18 @@ def new_rows(messages: Sequence[InboundMessage], results: Sequence[Any], *, now:
 
 def fence_stmt(ids: Sequence[int]) -> Stmt:
     """Compare-and-set: every row is still pending (the unit that carries it is undone otherwise)."""
-    return Stmt(f"UPDATE inbox SET attempts = attempts WHERE status = 'pending' AND id IN ({marks(len(ids), 1)})",
-                tuple(ids), expect=len(ids))
+    places, args = in_list(ids, 1)
+    return Stmt(f"UPDATE inbox SET attempts = attempts WHERE status = 'pending' AND id IN ({places})",
+                args, expect=len(set(ids)))
 
 
 def close_stmt(ids: Sequence[int], status: str, *, error: str | None = None, now: float | None = None) -> Stmt:
     """Close pending rows: 'done' (answered), 'ignored' (no reply by rule) or 'failed' (with the reason)."""
+    places, args = in_list(ids, 4)
     return Stmt(
         f"UPDATE inbox SET status = $1, last_error = COALESCE($2, last_error), handled_at = $3 "
-        f"WHERE status = 'pending' AND id IN ({marks(len(ids), 4)})",
-        (status, error, now or time.time(), *ids),
+        f"WHERE status = 'pending' AND id IN ({places})",
+        (status, error, now or time.time(), *args),
     )
 
 
@@ -171,10 +173,9 @@ class InboxRepo:
     @staticmethod
     def attempt_stmt(ids: Sequence[int], error: str) -> Stmt:
         """Count one failed try of these rows, keeping the reason."""
-        return Stmt(
-            f"UPDATE inbox SET attempts = attempts + 1, last_error = $1 WHERE id IN ({marks(len(ids), 2)})",
-            (error, *ids),
-        )
+        places, args = in_list(ids, 2)
+        return Stmt(f"UPDATE inbox SET attempts = attempts + 1, last_error = $1 WHERE id IN ({places})",
+                    (error, *args))
 
     async def since(self, key: ConversationKey, since: float) -> list[InboxRow]:
         """The customer's messages received since a time (for resuming after a pause)."""
