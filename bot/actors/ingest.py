@@ -100,6 +100,7 @@ class Ingest:
 
     async def _store_waiting(self) -> None:
         """Store what waits, a unit at a time, until nothing does; each POST's future gets its outcome."""
+        posts: list[_Post] = []
         try:
             while self._waiting:
                 posts = self._waiting[:MAX_POSTS_PER_UNIT]
@@ -119,7 +120,8 @@ class Ingest:
                             post.future.set_result(new)
         finally:
             self._storing = None
-            _fail(self._waiting, DatabaseUnavailable("the ingest stopped"))  # only when cancelled
+            # Only when cancelled: no POST is left waiting for a future nobody will set.
+            _fail([*posts, *self._waiting], DatabaseUnavailable("the ingest stopped"))
             self._waiting.clear()
 
     async def _store_alone(self, post: _Post) -> None:
