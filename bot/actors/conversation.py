@@ -9,9 +9,11 @@ Operators, the Business app and the order pages reach it with `tell`: they never
 from __future__ import annotations
 
 import asyncio
+import re
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field, replace
+from functools import lru_cache
 from typing import Any, Protocol
 
 import orjson
@@ -906,8 +908,15 @@ def _refresh_identity(conv: Conversation, batch: list[StoredInbound]) -> Convers
 
 
 def _asks_for_human(text: str, keywords: tuple[str, ...]) -> bool:
-    lowered = f" {text.lower()} "
-    return any(f" {k.lower()}{end}" in lowered for k in keywords if k.strip() for end in (" ", "?", "!", ".", ","))
+    pattern = _handoff_pattern(keywords)
+    return pattern is not None and pattern.search(f" {text.lower()} ") is not None
+
+
+@lru_cache(maxsize=8)
+def _handoff_pattern(keywords: tuple[str, ...]) -> re.Pattern[str] | None:
+    """A keyword as a whole word or phrase (after a space, before a space or ?!.,): one regex, not a scan a keyword."""
+    words = [re.escape(k.lower()) for k in keywords if k.strip()]
+    return re.compile(f" (?:{'|'.join(words)})(?=[ ?!.,])") if words else None
 
 
 def _user_item(understood: list[tuple[InboundMessage, Understood]]) -> dict[str, Any]:
