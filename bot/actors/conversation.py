@@ -178,6 +178,7 @@ class _Unit:
     author: str = "ai"
     stmts: list[Stmt] = field(default_factory=list)
     changed: str | None = None  # what to tell the live inbox once committed
+    closes_rows: bool = False  # some of `stmts` close inbox rows of the turn themselves
 
     def add(self, *stmts: Stmt) -> None:
         self.stmts.extend(stmts)
@@ -495,6 +496,7 @@ class ConversationActor(Actor[ConversationKey]):
         unit = _Unit()
         for inbox_id, status, why in prepared.closed:
             unit.add(inbox_sql.close_stmt([inbox_id], status, error=why, now=now))
+            unit.closes_rows = True
         if prepared.revoked:
             unit.add(Stmt(f"UPDATE inbox SET revoked_at = $1 WHERE wamid IN ({marks(len(prepared.revoked), 4)}) "
                           f"AND phone_number_id = $2 AND customer_id = $3",
@@ -734,11 +736,15 @@ class ConversationActor(Actor[ConversationKey]):
         _, contact = await self._state()
         ids = [s.inbox_id for s in batch]
         now = time.time()
-        # First, the fence: every row of the turn is still pending, or nothing of it is written. Within
-        # a process the actor is the only one to close them; across processes it is the lock's holder,
+        # The fence: every row of the turn is still pending, or nothing of it is written. Within a
+        # process the actor is the only one to close them; across processes it is the lock's holder,
         # and this keeps a process that lost its lock (but not yet its turn) from answering twice.
-        stmts = [*([inbox_sql.fence_stmt(ids)] if ids else []), *unit.stmts,
-                 inbox_sql.close_stmt(ids, unit.status, error=unit.error, now=now)]
+        # When the unit closes no row on its own, the closing statement is the fence (one statement less).
+        if unit.closes_rows:
+            stmts = [*([inbox_sql.fence_stmt(ids)] if ids else []), *unit.stmts,
+                     inbox_sql.close_stmt(ids, unit.status, error=unit.error, now=now)]
+        else:
+            stmts = [*unit.stmts, inbox_sql.close_stmt(ids, unit.status, error=unit.error, now=now, fence=bool(ids))]
         first = len(stmts)
         stmts += outbox_sql.enqueue_stmts(self.key, unit.messages, author=unit.author,
                                           reply_to_inbox_id=ids[-1] if ids else None, now=now)

@@ -114,13 +114,18 @@ def fence_stmt(ids: Sequence[int]) -> Stmt:
                 args, expect=len(set(ids)))
 
 
-def close_stmt(ids: Sequence[int], status: str, *, error: str | None = None, now: float | None = None) -> Stmt:
-    """Close pending rows: 'done' (answered), 'ignored' (no reply by rule) or 'failed' (with the reason)."""
+def close_stmt(ids: Sequence[int], status: str, *, error: str | None = None, now: float | None = None,
+               fence: bool = False) -> Stmt:
+    """Close pending rows: 'done' (answered), 'ignored' (no reply by rule) or 'failed' (with the reason).
+
+    `fence`: also the compare-and-set of `fence_stmt`, in the same statement: unless every row was
+    still pending, the unit that carries it is undone.
+    """
     places, args = in_list(ids, 4)
     return Stmt(
         f"UPDATE inbox SET status = $1, last_error = COALESCE($2, last_error), handled_at = $3 "
         f"WHERE status = 'pending' AND id IN ({places})",
-        (status, error, now or time.time(), *args),
+        (status, error, now or time.time(), *args), expect=len(set(ids)) if fence else None,
     )
 
 
