@@ -9,7 +9,7 @@ from typing import Any
 import pytest
 
 from bot.actors.admission import Admission, Draining
-from bot.actors.base import Actor
+from bot.actors.base import Actor, IdleClock
 from bot.actors.registry import Registry
 from bot.ai.engine import strip_citations
 from bot.ai.instructions import render_instructions, with_context
@@ -171,8 +171,9 @@ class Recorder(Actor[str]):
 
     __slots__ = ("seen",)
 
-    def __init__(self, key: str, on_exit: Any, seen: list[tuple[str, Any]], idle: float) -> None:
-        super().__init__(key, idle_seconds=idle, on_exit=on_exit)
+    def __init__(self, key: str, on_exit: Any, seen: list[tuple[str, Any]], idle: float,
+                 clock: IdleClock | None = None) -> None:
+        super().__init__(key, idle_seconds=idle, on_exit=on_exit, clock=clock)
         self.seen = seen
 
     async def handle(self, message: Any) -> None:
@@ -199,6 +200,26 @@ async def test_actor_passivates_when_idle_and_comes_back() -> None:
     assert second is not None and second is not first
     await registry.stop_all(1)
     assert seen == [("a", 1), ("a", 2)]
+
+
+async def test_actors_sharing_an_idle_clock_passivate_each_after_its_own_idle_time() -> None:
+    seen: list[tuple[str, Any]] = []
+    clock = IdleClock()
+    registry: Registry[str] = Registry(lambda key, on_exit: Recorder(key, on_exit, seen, idle=0.1, clock=clock))
+    registry.tell("a", 1)
+    registry.tell("b", 1)
+    a, b = registry.get("a"), registry.get("b")
+    assert a is not None and a.task is not None and b is not None and b.task is not None
+    await asyncio.gather(a.task, b.task)
+    assert len(clock) == 2  # both idle, on the one clock
+    registry.tell("a", 2)  # busy again: out of the clock until its run loop ends
+    assert len(clock) == 1
+    assert a.task is not None
+    await a.task
+    assert len(clock) == 2 and not a.stopped
+    await wait_until(lambda: _now(registry.live == 0), timeout=2, what="both passivated")
+    assert a.stopped and b.stopped and len(clock) == 0
+    assert sorted(seen) == [("a", 1), ("a", 2), ("b", 1)]
 
 
 async def test_actor_survives_a_crashing_message_and_keeps_order() -> None:

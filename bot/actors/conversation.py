@@ -20,7 +20,7 @@ import orjson
 import structlog
 
 from bot.actors.admission import Admission, Draining
-from bot.actors.base import Actor
+from bot.actors.base import Actor, IdleClock
 from bot.actors.channels import Channels
 from bot.actors.costs import Costs
 from bot.actors.guards import (
@@ -150,6 +150,8 @@ class ConversationDeps:
     # Several processes store this conversation's messages: a turn reads what is pending, so that a
     # message another process stored first is answered first, not after one told to us directly.
     shared: bool = False
+    # Every actor's idle time on one timer (a timer each would cost more than the rest of an idle actor).
+    idle_clock: IdleClock = field(default_factory=IdleClock)
 
 
 @dataclass(slots=True)
@@ -191,7 +193,7 @@ class ConversationActor(Actor[ConversationKey]):
 
     def __init__(self, key: ConversationKey, deps: ConversationDeps,
                  on_exit: Callable[[Actor[ConversationKey]], None]) -> None:
-        super().__init__(key, idle_seconds=deps.idle_seconds, on_exit=on_exit)
+        super().__init__(key, idle_seconds=deps.idle_seconds, on_exit=on_exit, clock=deps.idle_clock)
         self.deps = deps
         self.conv: Conversation | None = None
         self.contact: Contact | None = None

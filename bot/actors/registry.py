@@ -41,6 +41,8 @@ class Registry(Generic[K]):
         self._factory = factory
         self._actors: dict[K, Actor[K]] = {}
         self._closing = False
+        # One bound method for every actor's on_exit, not a new one (64 bytes) kept by each.
+        self._on_exit: Callable[[Actor[K]], None] = self._exited
         # Called when a key's actor passivated and no new incarnation took its place (the cluster
         # registry gives the conversation's lock back then).
         self.on_passivated: Callable[[K], None] = lambda key: None
@@ -51,7 +53,7 @@ class Registry(Generic[K]):
             return  # the inbox keeps the work; start-up replay will deliver it
         actor = self._actors.get(key)
         if actor is None or actor.stopped:
-            actor = self._factory(key, self._exited)
+            actor = self._factory(key, self._on_exit)
             self._actors[key] = actor
         actor.tell(message)  # starts its run loop if it is idle
 
