@@ -26,12 +26,14 @@ KINDS = ("message.received", "reply.sent", "handoff.requested", "order.created",
 
 # The deliveries of an event to every enabled endpoint that wants it, made in the same unit as the
 # event: the event is found again by its token (ids are not known before the insert, and may commit
-# out of order on PostgreSQL).
+# out of order on PostgreSQL). The EXISTS is evaluated once: with no endpoint enabled (the usual
+# case), the events are not even looked up.
 _FAN_OUT = (
     "INSERT INTO webhook_deliveries (event_id, endpoint_id, status, attempts, next_attempt_at, claimed_until, "
     "created_at) SELECT ev.id, e.id, 'pending', 0, $2, 0, $2 FROM events ev JOIN webhook_endpoints e "
     "ON e.enabled = 1 AND ev.id > e.from_event_id AND (',' || e.kinds || ',') LIKE ('%,' || ev.kind || ',%') "
-    "WHERE ev.token = $1 ON CONFLICT (event_id, endpoint_id) DO NOTHING"
+    "WHERE ev.token = $1 AND EXISTS (SELECT 1 FROM webhook_endpoints WHERE enabled = 1) "
+    "ON CONFLICT (event_id, endpoint_id) DO NOTHING"
 )
 
 
@@ -88,7 +90,8 @@ _FAN_OUT_MANY = (
     "INSERT INTO webhook_deliveries (event_id, endpoint_id, status, attempts, next_attempt_at, claimed_until, "
     "created_at) SELECT ev.id, e.id, 'pending', 0, $1, 0, $1 FROM events ev JOIN webhook_endpoints e "
     "ON e.enabled = 1 AND ev.id > e.from_event_id AND (',' || e.kinds || ',') LIKE ('%,' || ev.kind || ',%') "
-    "WHERE ev.token IN ({tokens}) ON CONFLICT (event_id, endpoint_id) DO NOTHING"
+    "WHERE ev.token IN ({tokens}) AND EXISTS (SELECT 1 FROM webhook_endpoints WHERE enabled = 1) "
+    "ON CONFLICT (event_id, endpoint_id) DO NOTHING"
 )
 
 
