@@ -12,14 +12,15 @@ import pytest
 from aiohttp.test_utils import TestClient
 
 from bot.actors.admission import Admission
+from bot.actors.conversation import ConversationActor
 from bot.domain.conversation import ConversationKey, OutboundMessage
 from bot.persistence.database import Conflict, IntegrityError, Stmt
 from bot.persistence.outbox import requeue_stmt, sending_stmt
-from bot.web.keys import ADMISSION, CONFIG, REPOS
+from bot.web.keys import ADMISSION, CONFIG, REGISTRY, REPOS
 from tests import backend
 from tests.conftest import API_TOKEN, ClientFactory, post_webhook
 from tests.fakes.graph_server import FakeGraph, GraphFailure
-from tests.fakes.meta import text_message
+from tests.fakes.meta import PHONE_NUMBER_ID, text_message
 from tests.fakes.openai_server import FakeOpenAI
 from tests.helpers import repos_of, wait_conversation, wait_handled, wait_until
 
@@ -51,6 +52,21 @@ async def test_operator_message_rate_limited_while_the_model_thinks_reaches_the_
     assert "Echo: E in blu?" not in fake_graph.texts()  # the draft was dropped: a person stepped in
     row = await repos_of(client).outbox.get(body["id"])
     assert row is not None and row.status == "sent" and row.attempts == 2
+
+
+async def test_an_idle_actor_keeps_one_copy_of_the_strings_its_rows_repeat(
+    client: TestClient, fake_graph: FakeGraph
+) -> None:
+    # An idle actor's memory is mostly its cached rows: their ids are the key's own strings, not copies.
+    await post_webhook(client, text_message("wamid.S1", PHONE, "Ciao"))
+    await fake_graph.wait_for_sent(1)
+    actor = client.app[REGISTRY].get(ConversationKey(PHONE_NUMBER_ID, PHONE))
+    assert isinstance(actor, ConversationActor)
+    await wait_until(lambda: actor.task is None, what="the actor idle")
+    key, conv, contact = actor.key, actor.conv, actor.contact
+    assert conv is not None and contact is not None
+    assert conv.phone_number_id is key.business and contact.phone_number_id is key.business
+    assert conv.customer_id is key.customer and conv.wa_id is key.customer and contact.wa_id is key.customer
 
 
 async def test_outbox_moves_are_compare_and_set(client: TestClient) -> None:

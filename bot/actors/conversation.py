@@ -10,11 +10,12 @@ from __future__ import annotations
 
 import asyncio
 import re
+import sys
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Coroutine, Sequence
 from dataclasses import dataclass, field, replace
 from functools import lru_cache
-from typing import Any, Protocol
+from typing import Any, Protocol, TypeVar
 
 import orjson
 import structlog
@@ -31,7 +32,7 @@ from bot.actors.guards import (
     person_answers,
     within_hour_window,
 )
-from bot.actors.media import MediaReader, Understood
+from bot.actors.media import TEXT_KINDS, MediaReader, Understood
 from bot.actors.reading import Prepared, prepare
 from bot.ai.engine import AIError, Engine, TurnResult, Usage
 from bot.ai.language import detect_language
@@ -197,7 +198,7 @@ class ConversationActor(Actor[ConversationKey]):
         self.deps = deps
         self.conv: Conversation | None = None
         self.contact: Contact | None = None
-        self._sending: list[_Pending] = []  # emptied after every turn; shared empty list while idle
+        self._sending: list[_Pending] | None = None  # what to send now; None after every turn (no list kept idle)
         # The choices we offered last (read back from the outbox once per activation, so a "2" typed after
         # a restart, a pause or a move to another process is still understood); and only while the
         # customer is writing now (lost on passivation, which is fine): recent arrival times (a flood),
@@ -209,17 +210,31 @@ class ConversationActor(Actor[ConversationKey]):
         self._watch: LoopWatch | None = None
 
     # -- the mailbox ---------------------------------------------------------------------------
-    async def handle(self, message: Any) -> None:
-        """Dispatch one mailbox message."""
+    def tell(self, message: Any) -> None:
+        """Enqueue a message; a stored text waits for its turn without its raw payload (nothing reads it
+        again), as thousands of them may wait during a flood."""
+        if isinstance(message, Inbound) and message.stored.message.type in TEXT_KINDS \
+                and message.stored.message.payload:
+            stored = message.stored
+            message = Inbound(replace(stored, message=replace(stored.message, payload={})))
+        super().tell(message)
+
+    def handle(self, message: Any) -> Coroutine[Any, Any, None]:
+        """Dispatch one mailbox message: the coroutine for the run loop to await.
+
+        Not a coroutine itself, so a turn waiting for admission holds one frame less (in a flood,
+        thousands of turns wait).
+        """
         match message:
             case Inbound(stored=stored):
-                await self._turn([stored])
+                return self._turn([stored])
             case Wake():
-                await self._wake()
+                return self._wake()
             case Reload():
                 self.conv = self.contact = None
             case _:
                 log.warning("actor_message_unknown", message=type(message).__name__)
+        return _done()
 
     async def _state(self) -> tuple[Conversation, Contact]:
         """The cached conversation and contact, read once per activation."""
@@ -234,7 +249,7 @@ class ConversationActor(Actor[ConversationKey]):
                 conv = await repos.conversations.ensure(key.business, key.customer, wa_id=_digits(key.customer))
                 contact = await repos.contacts.ensure(key.business, key.customer, wa_id=conv.wa_id,
                                                       user_id=conv.user_id, profile_name=conv.profile_name)
-            self.conv, self.contact = conv, contact
+            self.conv, self.contact = _cached(conv, contact, key)
         return self.conv, self.contact
 
     async def _write(self, stmts: Sequence[Stmt]) -> list[Any]:
@@ -270,7 +285,7 @@ class ConversationActor(Actor[ConversationKey]):
             stmts += more
             if what:
                 changes.append(what)
-        known = {p.id for p in self._sending}
+        known = {p.id for p in self._sending or ()}
         fresh = [r for r in queued if r.id not in known]
         by_operator = [r.created_at for r in fresh if r.author == "operator"]
         if by_operator:
@@ -287,8 +302,8 @@ class ConversationActor(Actor[ConversationKey]):
             self.conv = new
         for what in changes:
             self.deps.events.changed(self.key, what)
-        self._sending += [_Pending(r.id, r.message, r.author, r.attempts, answers=r.reply_to_inbox_id is not None)
-                          for r in fresh]
+        self._queue_sends([_Pending(r.id, r.message, r.author, r.attempts, answers=r.reply_to_inbox_id is not None)
+                           for r in fresh])
         await self._flush()
         told = {m.stored.inbox_id for m in self.queued() if isinstance(m, Inbound)}
         untold = [r.stored(self.deps.detail_of) for r in pending if r.id not in told]
@@ -363,31 +378,35 @@ class ConversationActor(Actor[ConversationKey]):
             return
         await self._collect_burst(batch, settings.burst_window_ms / 1000)
         try:
-            await self._admitted(batch, settings)
+            # The turn's own coroutine starts once admitted: in a flood thousands of turns wait here, each
+            # holding only this frame.
+            async with self.deps.admission.slot(order=batch[0].inbox_id):
+                outcome = await self._admitted(batch, settings)
         except Draining:
             return  # shutting down before this turn began: its messages stay pending, nothing is lost
-
-    async def _admitted(self, batch: list[StoredInbound], settings: RuntimeSettings) -> None:
-        async with self.deps.admission.slot(order=batch[0].inbox_id):
-            # Messages that came while we waited for a slot join this turn.
-            self._fold(batch)
-            if any(_is_human(m) for m in self.queued()):
-                await self._wake(pick_up=False)  # a person stepped in before we began: their action comes first
-            if self.deps.shared:
-                await self._join_stored(batch)
-            conv, _ = await self._state()
-            started = time.monotonic()
-            with structlog.contextvars.bound_contextvars(session_id=conv.session_id):
-                outcome = await self._supervised(batch, settings)
-                duration = time.monotonic() - started
-                log.info("turn_finished", outcome=outcome, messages=len(batch), seconds=round(duration, 3),
-                         customer=mask_phone(conv.wa_id) if conv.wa_id else "bsuid")
-                self.deps.events.turn_finished(outcome, duration)
         await self._flush()
         if settings.reaction and outcome == "answered" and not self.key.is_local and self.conv is not None:
             # The reaction said "working on it": take it back now that the reply has gone.
             await self._signal(self.deps.channels.for_key(self.key).react(
                 self.key, _address(self.conv), batch[-1].message.wamid, ""))
+
+    async def _admitted(self, batch: list[StoredInbound], settings: RuntimeSettings) -> str:
+        """The turn, holding its admission slot; returns its outcome."""
+        # Messages that came while we waited for a slot join this turn.
+        self._fold(batch)
+        if any(_is_human(m) for m in self.queued()):
+            await self._wake(pick_up=False)  # a person stepped in before we began: their action comes first
+        if self.deps.shared:
+            await self._join_stored(batch)
+        conv, _ = await self._state()
+        started = time.monotonic()
+        with structlog.contextvars.bound_contextvars(session_id=conv.session_id):
+            outcome = await self._supervised(batch, settings)
+            duration = time.monotonic() - started
+            log.info("turn_finished", outcome=outcome, messages=len(batch), seconds=round(duration, 3),
+                     customer=mask_phone(conv.wa_id) if conv.wa_id else "bsuid")
+            self.deps.events.turn_finished(outcome, duration)
+        return outcome
 
     def _spend(self) -> list[Usage]:
         if self._spent is None:
@@ -770,8 +789,8 @@ class ConversationActor(Actor[ConversationKey]):
         # A row that already existed (a retried turn whose reply was committed before it failed) is not
         # queued again: its id is not returned, so nothing is sent twice.
         returned = results[first : first + len(unit.messages)]
-        self._sending += [_Pending(int(rows[0][0]), message, unit.author, answers=bool(ids))
-                          for rows, message in zip(returned, unit.messages, strict=True) if rows]
+        self._queue_sends([_Pending(int(rows[0][0]), message, unit.author, answers=bool(ids))
+                           for rows, message in zip(returned, unit.messages, strict=True) if rows])
         if unit.changed:
             self.deps.events.changed(self.key, unit.changed)
 
@@ -792,12 +811,17 @@ class ConversationActor(Actor[ConversationKey]):
             log.info("turn_signal_failed", error=exc.reason)
 
     # -- sending -------------------------------------------------------------------------------
+    def _queue_sends(self, rows: list[_Pending]) -> None:
+        if rows:
+            self._sending = [*(self._sending or ()), *rows]
+
     async def _flush(self) -> None:
         """Send every row this actor has queued, oldest first."""
         while self._sending:
             row = self._sending[0]
             await self._send(row)
             self._sending.pop(0)
+        self._sending = None
 
     async def _send(self, row: _Pending) -> None:
         """queued → sending → sent (or failed), each step a compare-and-set; retried with backoff."""
@@ -863,6 +887,10 @@ async def _none() -> list[Any]:
     return []
 
 
+async def _done() -> None:
+    return None
+
+
 FREE_FORM = ("text", "choices", "interactive")
 WINDOW_SECONDS = 24 * 3600
 OUT_OF_WINDOW = ("not sent: the customer's last message is more than 24 hours old, and WhatsApp then allows "
@@ -901,6 +929,34 @@ def _address(conv: Conversation) -> Address:
 
 def _digits(customer: str) -> str | None:
     return customer if customer.isdigit() else None
+
+
+def _cached(conv: Conversation, contact: Contact, key: ConversationKey) -> tuple[Conversation, Contact]:
+    """The rows as a live actor keeps them: the strings every conversation repeats shared, not a copy each.
+
+    The business number and the customer's ids become the key's own strings, equal names one string,
+    and states, languages and the name's source are interned: most of what a cached row weighs.
+    """
+    conv = replace(conv, phone_number_id=_same(conv.phone_number_id, key.business),
+                   customer_id=_same(conv.customer_id, key.customer), wa_id=_same(conv.wa_id, key.customer),
+                   state=sys.intern(conv.state), language=_interned(conv.language))
+    contact = replace(contact, phone_number_id=_same(contact.phone_number_id, key.business),
+                      customer_id=_same(contact.customer_id, key.customer), wa_id=_same(contact.wa_id, conv.wa_id),
+                      name=_same(contact.name, conv.profile_name), name_source=sys.intern(contact.name_source),
+                      language=_interned(contact.language))
+    return conv, contact
+
+
+_Text = TypeVar("_Text", str, str | None)
+
+
+def _same(value: _Text, shared: _Text) -> _Text:
+    """`shared` when it equals `value`: one string object kept instead of two."""
+    return shared if value is not None and value == shared else value
+
+
+def _interned(value: str | None) -> str | None:
+    return sys.intern(value) if value is not None else None
 
 
 def _refresh_identity(conv: Conversation, batch: list[StoredInbound]) -> Conversation:

@@ -11,6 +11,9 @@ import structlog
 
 from bot.domain.conversation import InboundMessage, SendError
 
+# The kinds understood from the message's text alone: their raw payload is not read.
+TEXT_KINDS = frozenset({"text", "interactive", "button"})
+
 log = structlog.get_logger("bot.media")
 
 MAX_MEDIA_BYTES = 16 * 1024 * 1024
@@ -97,7 +100,7 @@ class MediaReader:
         """Understand one stored message."""
         payload = message.payload
         kind = message.type
-        if kind in ("text", "interactive", "button"):
+        if kind in TEXT_KINDS:
             return Understood(text=message.text) if message.text else Understood(fixed_reply="unsupported")
         if kind == "reaction":
             return Understood(no_reply=True)

@@ -8,6 +8,7 @@ with where it was and why. A POST is refused (PayloadError) only when nothing in
 
 from __future__ import annotations
 
+import sys
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from decimal import Decimal, InvalidOperation
@@ -339,6 +340,8 @@ def _parse_change(out: _Collector, where: str, change: Any, *, waba_id: str | No
     if phone_number_id is None:
         out.skipped.append((where, "value.metadata.phone_number_id is missing"))
         return
+    # One of the few business numbers: one string for every key and message, not one per POST.
+    phone_number_id = sys.intern(phone_number_id)
     try:
         contacts = _items(value.get("contacts"), "value.contacts")
     except _Skip as exc:
@@ -412,7 +415,7 @@ def _parse_message(msg: Any, phone_number_id: str, people: list[dict[str, Any]])
         wa_id=wa_id,
         user_id=user_id,
         profile_name=_profile_name(people, wa_id, user_id),
-        type=message_type(msg),
+        type=sys.intern(message_type(msg)),  # a few kinds, for thousands of waiting messages
         text=message_text(msg),
         payload=msg,
         timestamp=_int(msg.get("timestamp")),
