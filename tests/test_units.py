@@ -363,3 +363,16 @@ def test_in_lists_are_padded_with_their_last_value_to_a_power_of_two() -> None:
     assert in_list([7], 3) == ("$3", (7,))
     assert in_list([1, 2, 3], 1) == ("$1, $2, $3, $4", (1, 2, 3, 3))
     assert in_list([], 1) == ("", ())
+
+
+async def test_one_slow_window_alone_does_not_cut_the_turns() -> None:
+    now = [0.0]
+    gate = Admission(8, ack_target=0.02, clock=lambda: now[0])
+    for seconds in (0.2, 0.001, 0.2, 0.001):  # isolated pauses (a collection, a checkpoint), not congestion
+        now[0] += 0.06
+        gate.acked(seconds)
+    assert gate.allowed == 8
+    for _ in range(2):
+        now[0] += 0.06
+        gate.acked(0.2)
+    assert gate.allowed == 5

@@ -34,10 +34,11 @@ class Admission:
     Ingest comes first. Turns and webhooks share one event loop (and one core), so the number of
     turns allowed to start adapts to how fast webhooks are acknowledged, as a congestion window
     does (additive increase, multiplicative decrease): every `WINDOW_SECONDS`, if the slowest ack
-    took longer than `ack_target`, the allowance is cut by a third (never below one, so replies
-    always progress); otherwise it grows by one. Turns already running finish; only new ones wait.
-    With no webhook for `QUIET_SECONDS` the full limit applies at once. A flood therefore slows the
-    replies, not the acks, and the messages that queue meanwhile are folded into fewer, larger turns.
+    took longer than `ack_target` in this window and the one before, the allowance is cut by a third
+    (never below one, so replies always progress); otherwise it grows by one. Turns already running
+    finish; only new ones wait. With no webhook for `QUIET_SECONDS` the full limit applies at once.
+    A flood therefore slows the replies, not the acks, and the messages that queue meanwhile are
+    folded into fewer, larger turns.
     """
 
     def __init__(self, limit: int, *, ack_target: float = ACK_TARGET_SECONDS,
@@ -50,6 +51,7 @@ class Admission:
         self._clock = clock
         self._window_start = clock()
         self._window_slowest = 0.0
+        self._slow_windows = 0
         self._last_ack = float("-inf")
         self._waiters: list[tuple[float, int, asyncio.Future[None]]] = []
         self._seq = itertools.count()
@@ -67,10 +69,16 @@ class Admission:
         if now - self._window_start < WINDOW_SECONDS:
             return
         if self._window_slowest > self._ack_target:
-            self.allowed = max(1, self.allowed * 2 // 3)
-        elif self.allowed < self.limit:
-            self.allowed += 1
-            self._next()
+            # Two slow windows in a row: one alone is as likely a pause of the whole process (a garbage
+            # collection, a checkpoint) as turns crowding the webhooks out, and fewer turns would not help.
+            self._slow_windows += 1
+            if self._slow_windows >= 2:
+                self.allowed = max(1, self.allowed * 2 // 3)
+        else:
+            self._slow_windows = 0
+            if self.allowed < self.limit:
+                self.allowed += 1
+                self._next()
         self._window_start, self._window_slowest = now, 0.0
 
     def _limit_now(self) -> int:
