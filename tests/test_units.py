@@ -222,6 +222,23 @@ async def test_actors_sharing_an_idle_clock_passivate_each_after_its_own_idle_ti
     assert sorted(seen) == [("a", 1), ("a", 2), ("b", 1)]
 
 
+async def test_a_failing_passivation_does_not_keep_the_other_idle_actors_live() -> None:
+    clock = IdleClock()
+    exited: list[str] = []
+
+    def on_exit(actor: Actor[str]) -> None:
+        exited.append(actor.key)
+        if actor.key == "bad":
+            raise RuntimeError("boom")
+
+    actors = [Recorder(key, on_exit, [], idle=0.01, clock=clock) for key in ("bad", "good")]
+    for actor in actors:
+        actor.tell(1)
+    await asyncio.gather(*(a.task for a in actors if a.task is not None))
+    await wait_until(lambda: _now(len(exited) == 2), timeout=2, what="both passivations")
+    assert sorted(exited) == ["bad", "good"] and actors[1].stopped and len(clock) == 0
+
+
 async def test_actor_survives_a_crashing_message_and_keeps_order() -> None:
     seen: list[tuple[str, Any]] = []
     registry: Registry[str] = Registry(lambda key, on_exit: Recorder(key, on_exit, seen, idle=5))

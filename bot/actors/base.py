@@ -92,7 +92,11 @@ class IdleClock:
         if following < math.inf:
             self._arm(loop, following)
         for actor in due:
-            actor._passivate()
+            try:
+                actor._passivate()
+            except Exception:
+                # One timer serves them all: a failing passivation must not leave the others live for good.
+                log.exception("actor_passivation_failed", actor=str(actor.key))
 
 
 class Actor(Generic[K]):

@@ -373,6 +373,7 @@ class ConversationActor(Actor[ConversationKey]):
         batch: list[StoredInbound] = []
         # A replay may hand over more than one turn takes: the rest waits its turn in the mailbox, in order.
         self.push_front([Inbound(s) for s in first])
+        del first  # not kept while the turn waits for a slot
         self._fold(batch)
         if not batch:
             return
