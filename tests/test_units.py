@@ -382,14 +382,22 @@ def test_in_lists_are_padded_with_their_last_value_to_a_power_of_two() -> None:
     assert in_list([], 1) == ("", ())
 
 
-async def test_one_slow_window_alone_does_not_cut_the_turns() -> None:
+async def test_one_slow_window_alone_does_not_cut_the_turns_and_ingest_starts_slowly() -> None:
     now = [0.0]
     gate = Admission(8, ack_target=0.02, clock=lambda: now[0])
-    for seconds in (0.2, 0.001, 0.2, 0.001):  # isolated pauses (a collection, a checkpoint), not congestion
-        now[0] += 0.06
+
+    def window(seconds: float) -> None:
+        now[0] += 0.06  # each call closes the window the previous call's ack fell in
         gate.acked(seconds)
+
+    window(0.001)  # the first webhook after a quiet spell: a slow start from a quarter of the limit
+    assert gate.allowed == 2
+    for _ in range(6):
+        window(0.001)  # fast acks: one more slot a window, up to the limit
+    assert gate.allowed == 8
+    for seconds in (0.2, 0.001, 0.2, 0.001, 0.001):  # isolated pauses (a collection), not congestion
+        window(seconds)
     assert gate.allowed == 8
     for _ in range(2):
-        now[0] += 0.06
-        gate.acked(0.2)
+        window(0.2)  # two slow windows in a row: a third fewer
     assert gate.allowed == 5

@@ -64,6 +64,12 @@ class Admission:
     def acked(self, seconds: float) -> None:
         """A webhook was acknowledged `seconds` after it reached its handler: adjust the turns' allowance."""
         now = self._clock()
+        if now - self._last_ack > QUIET_SECONDS:
+            # Ingest starts again after a quiet spell: the turns start from a quarter of the limit and
+            # grow while the acks stay fast (a slow start: a flood's first acks are not the ones that
+            # pay for every slot having been handed out at once).
+            self.allowed = min(self.allowed, max(1, self.limit // 4))
+            self._window_start, self._window_slowest, self._slow_windows = now, 0.0, 0
         self._last_ack = now
         self._window_slowest = max(self._window_slowest, seconds)
         if now - self._window_start < WINDOW_SECONDS:
