@@ -20,7 +20,7 @@ from bot.persistence import outbox as outbox_sql
 from bot.persistence.conversations import PREVIEWS, TEST_NUMBER_ID, Arrival
 from bot.persistence.crm import arrival_contact_stmts
 from bot.persistence.database import Database, DatabaseUnavailable, Stmt
-from bot.persistence.events import received_many_stmts
+from bot.persistence.events import received_stmts
 from bot.persistence.templates import TemplateRepo
 from bot.whatsapp.events import BusinessEcho, InboundMessage, WebhookBatch
 from bot.whatsapp.templates import apply_status_update
@@ -148,7 +148,7 @@ class Ingest:
         stmts += inserts
         # One event per message stored by this unit: a wamid Meta delivered twice in it counts once.
         received = {m.wamid: _received(m) for m in reversed(messages) if m.phone_number_id != TEST_NUMBER_ID}
-        stmts += received_many_stmts(list(received.items())[::-1], now=now)
+        stmts += received_stmts(list(received.items())[::-1], now=now)
         if messages:
             stmts += arrival_contact_stmts(
                 [(m.phone_number_id, m.customer_id, m.wa_id, m.user_id, m.profile_name) for m in messages], now=now)
@@ -164,16 +164,10 @@ class Ingest:
                 keys.add((echo.phone_number_id, echo.customer_id))
         keys |= {(m.phone_number_id, m.customer_id) for m in messages}
         results = await self._db.write(stmts, urgent=True, keys=sorted(keys))
-        # RETURNING gives (id, wamid) of the rows inserted; a wamid twice in the unit is new once, for the first.
-        ids = {row[1]: row[0] for rows in results[first : first + len(inserts)] for row in rows}
-        out: list[list[StoredInbound]] = []
-        for post in posts:
-            new: list[StoredInbound] = []
-            for msg in post.batch.messages:
-                inbox_id = ids.pop(msg.wamid, None)
-                if inbox_id is not None:
-                    new.append(StoredInbound(inbox_id, msg, now))
-            out.append(new)
+        # A wamid twice in the unit is new once, for the first POST that had it.
+        stored = {id(s.message): s for s in inbox_sql.new_rows(messages, results[first : first + len(inserts)],
+                                                               now=now)}
+        out = [[stored[id(m)] for m in post.batch.messages if id(m) in stored] for post in posts]
         return out
 
     def _count(self, batch: WebhookBatch, new: list[StoredInbound]) -> None:

@@ -113,7 +113,6 @@ _SAVE_SQL = (
 
 
 _ARRIVAL_COLUMNS = 12
-_ARRIVAL_CHUNK = 256  # rows per statement (12 parameters each)
 _ARRIVAL_SQL = (
     "INSERT INTO conversations (phone_number_id, customer_id, wa_id, user_id, profile_name, session_id, is_test, "
     "created_at, updated_at, last_activity_at, last_inbound_at, last_message_preview) VALUES {rows} "
@@ -183,7 +182,7 @@ def arrival_stmts(arrivals: Sequence[Arrival], *, now: float) -> list[Stmt]:
             latest[key] = arrival
         if arrival.inbound:
             heard[key] = max(heard.get(key, arrival.at), arrival.at)
-    for chunk in sized_chunks(list(latest.items()), _ARRIVAL_CHUNK):
+    for chunk in sized_chunks(list(latest.items())):
         params: list[Any] = []
         for key, a in chunk:
             params += (a.business, a.customer, a.wa_id, a.user_id, a.profile_name, new_session_id(),

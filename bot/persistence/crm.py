@@ -102,7 +102,7 @@ def arrival_contact_stmts(people: Sequence[tuple[str, str, str | None, str | Non
     """Every customer gets a contact with their first message: (business, customer, wa_id, user_id, profile name)."""
     unique = {(p[0], p[1]): p for p in people}  # one row per contact and statement
     stmts: list[Stmt] = []
-    for chunk in sized_chunks(list(unique.values()), 256):
+    for chunk in sized_chunks(list(unique.values())):
         params: list[Any] = []
         for business, customer, wa_id, user_id, name in chunk:
             params += (business, customer, wa_id, user_id, (name or "").strip() or None, "whatsapp", now, now)

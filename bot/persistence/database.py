@@ -89,7 +89,11 @@ def row_to(cls: type[T], row: Record) -> T:
     return cls(**values)
 
 
-def sized_chunks(items: Sequence[T], largest: int) -> list[Sequence[T]]:
+# Rows per multi-row statement at most: with 12 parameters a row, well under both backends' limits.
+MAX_ROWS = 256
+
+
+def sized_chunks(items: Sequence[T], largest: int = MAX_ROWS) -> list[Sequence[T]]:
     """`items` cut into runs whose lengths are powers of two (at most `largest`, itself one), longest first.
 
     A multi-row statement's text depends on its number of rows. Cut like this, a table's inserts come

@@ -30,9 +30,9 @@ KINDS = ("message.received", "reply.sent", "handoff.requested", "order.created",
 # case), the events are not even looked up.
 _FAN_OUT = (
     "INSERT INTO webhook_deliveries (event_id, endpoint_id, status, attempts, next_attempt_at, claimed_until, "
-    "created_at) SELECT ev.id, e.id, 'pending', 0, $2, 0, $2 FROM events ev JOIN webhook_endpoints e "
+    "created_at) SELECT ev.id, e.id, 'pending', 0, $1, 0, $1 FROM events ev JOIN webhook_endpoints e "
     "ON e.enabled = 1 AND ev.id > e.from_event_id AND (',' || e.kinds || ',') LIKE ('%,' || ev.kind || ',%') "
-    "WHERE ev.token = $1 AND EXISTS (SELECT 1 FROM webhook_endpoints WHERE enabled = 1) "
+    "WHERE ev.token IN ({tokens}) AND EXISTS (SELECT 1 FROM webhook_endpoints WHERE enabled = 1) "
     "ON CONFLICT (event_id, endpoint_id) DO NOTHING"
 )
 
@@ -45,31 +45,18 @@ def event_stmts(kind: str, payload: dict[str, Any], *, now: float | None = None)
     token = _token()
     return [Stmt("INSERT INTO events (kind, payload, created_at, token) VALUES ($1, $2, $3, $4)",
                  (kind, orjson.dumps(payload).decode(), now, token)),
-            Stmt(_FAN_OUT, (token, now))]
+            Stmt(_FAN_OUT.format(tokens="$2"), (now, token))]
 
 
-def received_stmts(payload: dict[str, Any], *, wamid: str, now: float) -> list[Stmt]:
-    """`message.received`, only if this unit stored the message (a re-delivery from Meta is no event)."""
-    token = _token()
-    return [Stmt(
-        "INSERT INTO events (kind, payload, created_at, token) SELECT 'message.received', $1, $2, $4 "
-        "WHERE EXISTS (SELECT 1 FROM inbox WHERE wamid = $3 AND received_at = $2)",
-        (orjson.dumps(payload).decode(), now, wamid, token)), Stmt(_FAN_OUT, (token, now))]
+def received_stmts(received: list[tuple[str, dict[str, Any]]], *, now: float) -> list[Stmt]:
+    """`message.received` for messages (wamid, payload) of one unit: two statements a chunk, not two a message.
 
-
-# Rows per statement in `received_many_stmts`: 3 parameters a row, well under both backends' limits.
-_RECEIVED_CHUNK = 256
-
-
-def received_many_stmts(received: list[tuple[str, dict[str, Any]]], *, now: float) -> list[Stmt]:
-    """`received_stmts` for many messages (wamid, payload) at once: two statements a chunk, not two a message.
-
-    The ingest stores every webhook that arrived meanwhile in one unit; like `received_stmts`, an event
-    is recorded only for a message this unit stored (`received_at` is this unit's `now`). The caller
-    passes each wamid once: a re-delivery within the same unit must not make a second event.
+    An event is recorded only for a message this unit stored (its `received_at` is this unit's `now`):
+    a re-delivery from Meta is no event. The caller passes each wamid once, so a wamid Meta delivered
+    twice within the same unit makes one event.
     """
     stmts: list[Stmt] = []
-    for chunk in sized_chunks(received, _RECEIVED_CHUNK):
+    for chunk in sized_chunks(received):
         params: list[Any] = [now]
         tokens: list[str] = []
         for wamid, payload in chunk:
@@ -82,17 +69,9 @@ def received_many_stmts(received: list[tuple[str, dict[str, Any]]], *, now: floa
             "INSERT INTO events (kind, payload, created_at, token) SELECT 'message.received', v.column1, $1, "
             f"v.column2 FROM (VALUES {rows}) AS v "
             "WHERE EXISTS (SELECT 1 FROM inbox WHERE wamid = v.column3 AND received_at = $1)", tuple(params)))
-        stmts.append(Stmt(_FAN_OUT_MANY.format(tokens=marks(len(tokens), 2)), (now, *tokens)))
+        stmts.append(Stmt(_FAN_OUT.format(tokens=marks(len(tokens), 2)), (now, *tokens)))
     return stmts
 
-
-_FAN_OUT_MANY = (
-    "INSERT INTO webhook_deliveries (event_id, endpoint_id, status, attempts, next_attempt_at, claimed_until, "
-    "created_at) SELECT ev.id, e.id, 'pending', 0, $1, 0, $1 FROM events ev JOIN webhook_endpoints e "
-    "ON e.enabled = 1 AND ev.id > e.from_event_id AND (',' || e.kinds || ',') LIKE ('%,' || ev.kind || ',%') "
-    "WHERE ev.token IN ({tokens}) AND EXISTS (SELECT 1 FROM webhook_endpoints WHERE enabled = 1) "
-    "ON CONFLICT (event_id, endpoint_id) DO NOTHING"
-)
 
 
 def order_payload(order: Any) -> dict[str, Any]:

@@ -14,7 +14,6 @@ from bot.domain.conversation import ConversationKey, InboundMessage, MessageDeta
 from bot.persistence.database import Database, Record, Stmt, in_list, marks, row_to, sized_chunks
 
 _COLUMNS = 12
-_INSERT_CHUNK = 256  # 12 parameters a row: well under both backends' limit on parameters per statement
 _INSERT_SQL = (
     "INSERT INTO inbox (wamid, phone_number_id, customer_id, wa_id, user_id, profile_name, type, text, payload, "
     "sent_at, received_at, status) VALUES {rows} ON CONFLICT (wamid) DO NOTHING RETURNING id, wamid"
@@ -81,7 +80,7 @@ def insert_stmts(messages: Sequence[InboundMessage], *, now: float, status: str 
     """Statements that store messages (repeats by wamid skipped); each returns (id, wamid) of new rows."""
     stmts: list[Stmt] = []
     # One statement per chunk, not per message: the ingest group-commits many webhooks into one call here.
-    for chunk in sized_chunks(messages, _INSERT_CHUNK):
+    for chunk in sized_chunks(messages):
         params: list[object] = []
         for msg in chunk:
             params += (
