@@ -401,3 +401,31 @@ async def test_one_slow_window_alone_does_not_cut_the_turns_and_ingest_starts_sl
     for _ in range(2):
         window(0.2)  # two slow windows in a row: a third fewer
     assert gate.allowed == 5
+
+
+@pytest.mark.sqlite_only("the WAL is the SQLite file's")
+async def test_the_wal_is_checkpointed_once_per_limit_not_after_every_later_group(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # A RESTART checkpoint rewinds the WAL but leaves the file at its size, so a size test then asked
+    # for a checkpoint after every group (589 for 40,000 webhooks); TRUNCATE empties the file.
+    from bot.persistence import sqlite as sqlite_backend
+    from bot.persistence.database import Stmt
+
+    monkeypatch.setattr(sqlite_backend, "WAL_LIMIT_BYTES", 256 * 1024)
+    db = Database.create(tmp_path / "bot.db")
+    await db.open()
+    checkpoints: list[str] = []
+    try:
+        await db.instrument(lambda sql: checkpoints.append(sql) if "wal_checkpoint" in sql else None, None)
+        largest = 0
+        for i in range(300):  # each its own group: about 2.5 MB written to the WAL in all
+            await db.write([Stmt("INSERT INTO errors (type, message, created_at) VALUES ($1, $2, 0)",
+                                 (f"t{i}", "x" * 4000))])
+            largest = max(largest, db.wal_bytes())  # type: ignore[attr-defined]
+        assert 3 <= len(checkpoints) <= 40, len(checkpoints)
+        assert all("TRUNCATE" in sql for sql in checkpoints)
+        assert largest < 2 * 256 * 1024  # bounded by the limit and one group, not growing
+        assert await db.fetchval("SELECT COUNT(*) FROM errors") == 300
+    finally:
+        await db.close()
