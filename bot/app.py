@@ -279,7 +279,7 @@ async def actors_ctx(app: web.Application) -> AsyncIterator[None]:
     registry: Actors = cluster or local
     app[REGISTRY] = registry
     app[INGEST] = Ingest(db=repos.db, tell=registry.tell, metrics=app[METRICS], notify=app[LIVE].publish,
-                         acked=app[ADMISSION].acked)
+                         acked=app[ADMISSION].acked, owns=cluster.owns if cluster else None)
     app[TAKEOVER] = Takeover(repos=repos, tell=registry.tell)
     app[METRICS].bind_gauges(lambda: registry.live)
     if node is not None and cluster is not None:

@@ -63,6 +63,38 @@ async def test_a_message_stored_by_one_process_is_answered_once_by_the_owner(mak
     assert [t for t in fake_graph.texts_to(ANNA) if "second, to B" in t]
 
 
+async def test_a_process_stores_for_a_conversation_another_runs_without_waiting_for_its_locks(
+        make_client: ClientFactory, fake_graph: FakeGraph) -> None:
+    a, b = await make_client(), await make_client()
+    now = int(time.time())
+    await post_webhook(a, text_message("wamid.K1", ANNA, "first, to A", name="Anna", timestamp=str(now - 10)))
+    await wait_handled(a, 1)
+    assert registry_of(a).owns(ConversationKey(PHONE_NUMBER_ID, ANNA))
+    db = a.app[DATABASE]
+    assert isinstance(db, PostgresDatabase)
+    heard = await db.fetchval("SELECT last_inbound_at FROM conversations WHERE customer_id = $1", ANNA)
+    # A's writer in the middle of a group of Anna's turns: her conversation and contact rows are locked.
+    holder = await db.connect("test")
+    try:
+        tx = holder.transaction()
+        await tx.start()
+        await holder.execute("SELECT 1 FROM conversations WHERE customer_id = $1 FOR UPDATE", ANNA)
+        await holder.execute("SELECT 1 FROM contacts WHERE customer_id = $1 FOR UPDATE", ANNA)
+        # B stores her next message (with a new profile name) without waiting for A's locks.
+        resp = await asyncio.wait_for(post_webhook(b, text_message(
+            "wamid.K2", ANNA, "second, to B", name="Anna Rossi", timestamp=str(now - 5))), 5)
+        assert resp.status == 200
+        assert await holder.fetchval("SELECT status FROM inbox WHERE wamid = 'wamid.K2'") == "pending"
+        await tx.rollback()
+    finally:
+        await holder.close()
+    # A, the owner, answers it and writes what the message told (B's ingest left her rows alone).
+    await fake_graph.wait_until(lambda: len(fake_graph.texts_to(ANNA)) == 2, what="two replies")
+    conv = await db.fetchrow("SELECT profile_name, last_inbound_at FROM conversations WHERE customer_id = $1", ANNA)
+    assert conv is not None and conv["profile_name"] == "Anna Rossi" and conv["last_inbound_at"] == heard + 5
+    assert await db.fetchval("SELECT name FROM contacts WHERE customer_id = $1", ANNA) == "Anna Rossi"
+
+
 async def test_an_operator_on_one_process_sees_what_another_ingested(make_client: ClientFactory) -> None:
     a, b = await make_client(), await make_client()
     await post_webhook(a, text_message("wamid.L1", ANNA, "live?"))

@@ -4,10 +4,14 @@ from __future__ import annotations
 
 import asyncio
 import random
+import time
 from typing import Any
 
 import orjson
 
+from bot.actors.ingest import Ingest
+from bot.web.keys import REGISTRY
+from bot.whatsapp.events import parse_webhook
 from tests.conftest import ClientFactory, post_webhook
 from tests.fakes.graph_server import FakeGraph, GraphFailure
 from tests.fakes.meta import text_message
@@ -332,3 +336,31 @@ async def test_a_turn_whose_messages_were_closed_meanwhile_sends_nothing(make_cl
     assert not [t for t in fake_graph.texts() if "must not be sent" in t]
     assert len(fake_graph.texts()) == 1
     assert await repos_of(client).db.fetchval("SELECT COUNT(*) FROM outbox") == 1  # the next turn's reply only
+
+
+async def test_a_message_another_process_stored_is_shown_by_the_turn_that_answers_it(
+        make_client: ClientFactory, fake_graph: FakeGraph) -> None:
+    # With several processes, the ingest of a process that does not run the conversation only inserts
+    # (its rows are locked by the owner's turns): the turn that answers writes what the message told.
+    client = await make_client()
+    now = int(time.time())
+    await post_webhook(client, text_message("wamid.O1", "393330009001", "hello", name="Anna",
+                                            timestamp=str(now - 10)))
+    await wait_handled(client, 1)
+    repos = repos_of(client)
+    before = await repos.db.fetchrow("SELECT * FROM conversations WHERE customer_id = '393330009001'")
+    assert before is not None and before["profile_name"] == "Anna"
+    elsewhere = Ingest(db=repos.db, tell=client.app[REGISTRY].tell, owns=lambda _key: False)
+    await elsewhere.accept(parse_webhook(text_message("wamid.O2", "393330009001", "it's me again",
+                                                      name="Anna Rossi", timestamp=str(now - 5))))
+    untouched = await repos.db.fetchrow("SELECT * FROM conversations WHERE customer_id = '393330009001'")
+    assert untouched is not None
+    assert (untouched["profile_name"], untouched["last_inbound_at"]) == ("Anna", before["last_inbound_at"])
+    await wait_handled(client, 2)
+    await fake_graph.wait_until(lambda: len(fake_graph.texts_to("393330009001")) == 2, what="two replies")
+    after = await repos.db.fetchrow("SELECT * FROM conversations WHERE customer_id = '393330009001'")
+    assert after is not None and after["profile_name"] == "Anna Rossi"
+    assert after["last_inbound_at"] == before["last_inbound_at"] + 5
+    assert after["last_activity_at"] >= after["last_inbound_at"]
+    contact = await repos.db.fetchrow("SELECT name, wa_id FROM contacts WHERE customer_id = '393330009001'")
+    assert contact is not None and (contact["name"], contact["wa_id"]) == ("Anna Rossi", "393330009001")

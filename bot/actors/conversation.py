@@ -56,7 +56,7 @@ from bot.persistence import Repositories
 from bot.persistence import commands as command_sql
 from bot.persistence import inbox as inbox_sql
 from bot.persistence import outbox as outbox_sql
-from bot.persistence.conversations import Conversation, ConversationRepo
+from bot.persistence.conversations import Arrival, Conversation, ConversationRepo
 from bot.persistence.crm import Contact, OrderRejected
 from bot.persistence.database import Conflict, DatabaseUnavailable, Stmt, marks
 from bot.persistence.events import event_stmts
@@ -758,6 +758,7 @@ class ConversationActor(Actor[ConversationKey]):
         _, contact = await self._state()
         ids = [s.inbox_id for s in batch]
         now = time.time()
+        new = _refresh_identity(new, batch)
         # The fence: every row of the turn is still pending, or nothing of it is written. Within a
         # process the actor is the only one to close them; across processes it is the lock's holder,
         # and this keeps a process that lost its lock (but not yet its turn) from answering twice.
@@ -771,9 +772,10 @@ class ConversationActor(Actor[ConversationKey]):
         stmts += outbox_sql.enqueue_stmts(self.key, unit.messages, author=unit.author,
                                           reply_to_inbox_id=ids[-1] if ids else None, now=now)
         stmts.append(ConversationRepo.save_stmt(new, now))
-        if new.language and new.language != contact.language:
-            stmts.append(Stmt("UPDATE contacts SET language = $1, updated_at = $2 WHERE id = $3",
-                              (new.language, now, contact.id)))
+        refreshed = _refresh_contact(contact, batch, new.language)
+        if refreshed is not contact:
+            stmts.append(Stmt(_REFRESH_CONTACT, (refreshed.wa_id, refreshed.user_id, refreshed.name,
+                                                 refreshed.language, now, contact.id)))
         # The model has answered: a storage failure now retries the write, never the question.
         try:
             results = await self._write(stmts)
@@ -785,8 +787,8 @@ class ConversationActor(Actor[ConversationKey]):
             self.push_front([Wake()])
             raise _Superseded from exc
         self.conv = new
-        if self.contact is not None and new.language != contact.language:
-            self.contact = replace(contact, language=new.language)
+        if self.contact is not None and refreshed is not contact:
+            self.contact = refreshed
         # A row that already existed (a retried turn whose reply was committed before it failed) is not
         # queued again: its id is not returned, so nothing is sent twice.
         returned = results[first : first + len(unit.messages)]
@@ -961,15 +963,48 @@ def _interned(value: str | None) -> str | None:
 
 
 def _refresh_identity(conv: Conversation, batch: list[StoredInbound]) -> Conversation:
-    """The ingest keeps phone, profile name and last message time current in the row; so does the cache."""
+    """What the batch's messages tell: number, profile name, last inbound time, activity and preview.
+
+    The turn writes them with its state (`save_stmt`, forward only): the ingest writes them only for
+    the conversations its own process runs, so a message another process stored is shown by this write.
+    """
+    if not batch:
+        return conv
     last = batch[-1].message
-    heard = max(min(float(s.message.timestamp or s.received_at), s.received_at) for s in batch)
+    # The latest message by the customer's own time (the later one on a tie, as the ingest does).
+    heard = max(reversed([Arrival.of(s.message, s.received_at) for s in batch]), key=lambda a: a.at)
+    activity = conv.last_activity_at or 0
     if (last.wa_id or conv.wa_id) == conv.wa_id and (last.profile_name or conv.profile_name) == conv.profile_name \
-            and (conv.last_inbound_at or 0) >= heard:
+            and (last.user_id or conv.user_id) == conv.user_id and (conv.last_inbound_at or 0) >= heard.at \
+            and activity >= heard.at:
         return conv
     return replace(conv, wa_id=last.wa_id or conv.wa_id, user_id=last.user_id or conv.user_id,
                    profile_name=last.profile_name or conv.profile_name,
-                   last_inbound_at=max(heard, conv.last_inbound_at or 0))
+                   last_inbound_at=max(heard.at, conv.last_inbound_at or 0), last_activity_at=max(heard.at, activity),
+                   last_message_preview=heard.preview if heard.at >= activity else conv.last_message_preview)
+
+
+# The contact as the customer's messages show it (the ingest refreshes only its own process's
+# contacts); a name given to the assistant or typed by an operator is never replaced.
+_REFRESH_CONTACT = (
+    "UPDATE contacts SET wa_id = COALESCE($1, wa_id), user_id = COALESCE($2, user_id), "
+    "name = CASE WHEN name_source = 'whatsapp' THEN COALESCE($3, name) ELSE name END, "
+    "language = COALESCE($4, language), updated_at = $5 WHERE id = $6"
+)
+
+
+def _refresh_contact(contact: Contact, batch: list[StoredInbound], language: str | None) -> Contact:
+    """The contact with the turn's language and the batch's number and profile name (itself when unchanged)."""
+    last = batch[-1].message if batch else None
+    wa_id = (last.wa_id if last else None) or contact.wa_id
+    user_id = (last.user_id if last else None) or contact.user_id
+    name = contact.name
+    if contact.name_source == "whatsapp" and last is not None:
+        name = (last.profile_name or "").strip() or contact.name
+    language = language or contact.language
+    if (wa_id, user_id, name, language) == (contact.wa_id, contact.user_id, contact.name, contact.language):
+        return contact
+    return replace(contact, wa_id=wa_id, user_id=user_id, name=name, language=language)
 
 
 def _asks_for_human(text: str, keywords: tuple[str, ...]) -> bool:

@@ -53,8 +53,12 @@ class Ingest:
     """
 
     def __init__(self, *, db: Database, tell: Tell, metrics: Metrics | None = None,
-                 notify: Callable[..., None] | None = None, acked: Callable[[float], None] | None = None) -> None:
+                 notify: Callable[..., None] | None = None, acked: Callable[[float], None] | None = None,
+                 owns: Callable[[ConversationKey], bool] | None = None) -> None:
         self._db = db
+        # Whether this process runs a conversation (always, with one process). Only those rows are
+        # brought up to date and locked here: another process's are its actor's to write.
+        self._owns = owns
         self._tell = tell
         self._metrics = metrics
         self._notify = notify
@@ -142,7 +146,8 @@ class Ingest:
             arrivals += [Arrival.of(m, now) for m in post.batch.messages]
             arrivals += [Arrival(e.phone_number_id, e.customer_id, e.wa_id, e.user_id, None, now,
                                  _echo_text(e)[:200], inbound=False) for e in post.batch.echoes]
-        stmts: list[Stmt] = conversation_sql.arrival_stmts(arrivals, now=now)
+        owned = self._owned_keys(arrivals)
+        stmts: list[Stmt] = conversation_sql.arrival_stmts(arrivals, now=now, owned=owned.__contains__)
         inserts = inbox_sql.insert_stmts(messages, now=now)
         first = len(stmts)
         stmts += inserts
@@ -151,8 +156,8 @@ class Ingest:
         stmts += received_stmts(list(received.items())[::-1], now=now)
         if messages:
             stmts += arrival_contact_stmts(
-                [(m.phone_number_id, m.customer_id, m.wa_id, m.user_id, m.profile_name) for m in messages], now=now)
-        keys: set[tuple[str, str]] = set()
+                [(m.phone_number_id, m.customer_id, m.wa_id, m.user_id, m.profile_name) for m in messages], now=now,
+                owned=owned.__contains__)
         for post in posts:
             for status in post.batch.statuses:
                 stmts += outbox_sql.receipt_stmts(status.wamid, status.status, status.error_code,
@@ -161,14 +166,20 @@ class Ingest:
                 key = ConversationKey(echo.phone_number_id, echo.customer_id)
                 stmts.append(command_sql.add_stmt(key, "echo", {"wamid": echo.wamid, "type": echo.type,
                                                                "text": _echo_text(echo)}))
-                keys.add((echo.phone_number_id, echo.customer_id))
-        keys |= {(m.phone_number_id, m.customer_id) for m in messages}
-        results = await self._db.write(stmts, urgent=True, keys=sorted(keys))
+        # Locked for the unit: only the rows it updates. The others it inserts (new rows lock nothing
+        # another process's turn holds), so the ingest never waits for another process's group.
+        results = await self._db.write(stmts, urgent=True, keys=sorted(owned))
         # A wamid twice in the unit is new once, for the first POST that had it.
         stored = {id(s.message): s for s in inbox_sql.new_rows(messages, results[first : first + len(inserts)],
                                                                now=now)}
         out = [[stored[id(m)] for m in post.batch.messages if id(m) in stored] for post in posts]
         return out
+
+    def _owned_keys(self, arrivals: list[Arrival]) -> set[tuple[str, str]]:
+        keys = {(a.business, a.customer) for a in arrivals}
+        if self._owns is None:
+            return keys
+        return {k for k in keys if self._owns(ConversationKey(*k))}
 
     def _count(self, batch: WebhookBatch, new: list[StoredInbound]) -> None:
         repeats = len(batch.messages) - len(new)

@@ -95,6 +95,10 @@ class ClusterRegistry:
         """Actors in memory in this process."""
         return self.local.live
 
+    def owns(self, key: ConversationKey) -> bool:
+        """Whether this process holds the conversation's lock now."""
+        return key in self._owned
+
     @property
     def owned(self) -> int:
         """Conversations this process holds the lock of."""

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import secrets
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, replace
 from typing import Any
 
@@ -94,8 +94,9 @@ def new_session_id() -> str:
     return "s_" + secrets.token_urlsafe(18)
 
 
-# The columns the actor owns and writes back whole after a turn. The ingest owns the others (phone,
-# profile name, last inbound time); activity and preview are shared, so they only ever move forward.
+# The columns the actor owns and writes back whole after a turn. Phone, profile name and last inbound
+# time come from the customer's messages and are written by both the ingest and the actor (see
+# `arrival_stmts`); they, activity and preview only ever move forward.
 _STATE_COLUMNS = (
     "last_response_id", "last_response_at", "language", "paused", "paused_until", "paused_since",
     "needs_human", "state", "last_outbound_at", "flag", "flag_at", "rate_window_start", "rate_window_turns",
@@ -108,7 +109,13 @@ _SAVE_SQL = (
     f"THEN COALESCE(${_N + 3}, last_message_preview) ELSE last_message_preview END"
     + f", last_activity_at = CASE WHEN ${_N + 2} > COALESCE(last_activity_at, 0) THEN ${_N + 2} "
     f"ELSE last_activity_at END"
-    + f", updated_at = ${_N + 4} WHERE id = $1"
+    + f", updated_at = ${_N + 4}"
+    # What the customer's messages told (the ingest writes these too, but only for conversations its
+    # own process runs): the number and name when known, the last inbound time forward only.
+    + f", wa_id = COALESCE(${_N + 5}, wa_id), user_id = COALESCE(${_N + 6}, user_id)"
+    + f", profile_name = COALESCE(${_N + 7}, profile_name)"
+    + f", last_inbound_at = CASE WHEN ${_N + 8} > COALESCE(last_inbound_at, 0) THEN ${_N + 8} "
+    "ELSE last_inbound_at END WHERE id = $1"
 )
 
 
@@ -127,6 +134,8 @@ _ARRIVAL_SQL = (
     "last_activity_at = CASE WHEN excluded.last_activity_at > COALESCE(conversations.last_activity_at, 0) "
     "THEN excluded.last_activity_at ELSE conversations.last_activity_at END"
 )
+# A conversation another process runs: created if new, otherwise not touched (no row lock taken).
+_NEW_ONLY_SQL = _ARRIVAL_SQL.split(" DO UPDATE ")[0] + " DO NOTHING"
 # A customer first known by phone now arrives with a business-scoped id (conversations from before Meta
 # sent BSUIDs, sessions imported from the Frappe module): the history moves to the new key with them.
 _ADOPT_GUARD = (
@@ -159,11 +168,15 @@ class Arrival:
 PREVIEWS = {"revoke": "[message deleted]"}  # what the list shows for a message without text
 
 
-def arrival_stmts(arrivals: Sequence[Arrival], *, now: float) -> list[Stmt]:
+def arrival_stmts(arrivals: Sequence[Arrival], *, now: float,
+                  owned: Callable[[tuple[str, str]], bool] = lambda _key: True) -> list[Stmt]:
     """At ingest: create each conversation (with a random session id) or bring it up to date.
 
     Idempotent for re-deliveries, since the times are the customer's own: a duplicate moves nothing.
-    The ingest owns these columns; the actor owns the rest.
+    Only the conversations this process runs (`owned`) are brought up to date here: another
+    process's turns lock their rows, and waiting for those locks would make the two processes'
+    groups wait for each other. Their rows are created if new and otherwise left to the actor that
+    answers the message, whose turn writes the same columns (`save_stmt`, forward only).
     """
     stmts: list[Stmt] = []
     latest: dict[tuple[str, str], Arrival] = {}
@@ -182,13 +195,17 @@ def arrival_stmts(arrivals: Sequence[Arrival], *, now: float) -> list[Stmt]:
             latest[key] = arrival
         if arrival.inbound:
             heard[key] = max(heard.get(key, arrival.at), arrival.at)
-    for chunk in sized_chunks(list(latest.items())):
-        params: list[Any] = []
-        for key, a in chunk:
-            params += (a.business, a.customer, a.wa_id, a.user_id, a.profile_name, new_session_id(),
-                       int(a.business == TEST_NUMBER_ID), now, now, a.at, heard.get(key), a.preview)
-        rows = ", ".join(f"({marks(_ARRIVAL_COLUMNS, 1 + i * _ARRIVAL_COLUMNS)})" for i in range(len(chunk)))
-        stmts.append(Stmt(_ARRIVAL_SQL.format(rows=rows), tuple(params)))
+    # In key order: two processes creating the same new conversations lock them in the same order.
+    ordered = sorted(latest.items())
+    for sql, part in ((_ARRIVAL_SQL, [i for i in ordered if owned(i[0])]),
+                      (_NEW_ONLY_SQL, [i for i in ordered if not owned(i[0])])):
+        for chunk in sized_chunks(part):
+            params: list[Any] = []
+            for key, a in chunk:
+                params += (a.business, a.customer, a.wa_id, a.user_id, a.profile_name, new_session_id(),
+                           int(a.business == TEST_NUMBER_ID), now, now, a.at, heard.get(key), a.preview)
+            rows = ", ".join(f"({marks(_ARRIVAL_COLUMNS, 1 + i * _ARRIVAL_COLUMNS)})" for i in range(len(chunk)))
+            stmts.append(Stmt(sql.format(rows=rows), tuple(params)))
     return stmts
 
 
@@ -284,7 +301,8 @@ class ConversationRepo:
         """The statement that writes a conversation's state back (part of a turn's unit)."""
         values = [_db_value(getattr(conv, c)) for c in _STATE_COLUMNS]
         return Stmt(_SAVE_SQL, (conv.id, *values, conv.last_activity_at or 0.0, conv.last_message_preview,
-                                now or time.time()))
+                                now or time.time(), conv.wa_id, conv.user_id, conv.profile_name,
+                                conv.last_inbound_at or 0.0))
 
     @staticmethod
     def activity_stmt(conv: Conversation, now: float) -> Stmt:

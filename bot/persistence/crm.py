@@ -5,7 +5,7 @@ from __future__ import annotations
 import re
 import secrets
 import time
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 from typing import Any, Literal
 
@@ -96,18 +96,26 @@ _ARRIVAL_CONTACT_SQL = (
     "contacts.name) THEN excluded.updated_at ELSE contacts.updated_at END"
 )
 
+_NEW_CONTACT_SQL = _ARRIVAL_CONTACT_SQL.split(" DO UPDATE ")[0] + " DO NOTHING"
+
 
 def arrival_contact_stmts(people: Sequence[tuple[str, str, str | None, str | None, str | None]], *,
-                          now: float) -> list[Stmt]:
-    """Every customer gets a contact with their first message: (business, customer, wa_id, user_id, profile name)."""
-    unique = {(p[0], p[1]): p for p in people}  # one row per contact and statement
+                          now: float, owned: Callable[[tuple[str, str]], bool] = lambda _key: True) -> list[Stmt]:
+    """Every customer gets a contact with their first message: (business, customer, wa_id, user_id, profile name).
+
+    Existing contacts are refreshed only for the conversations this process runs (`owned`); another
+    process's actor refreshes its own (`refresh_contact_stmt`), so no process waits on the other's locks.
+    """
+    unique = dict(sorted({(p[0], p[1]): p for p in people}.items()))  # one row per contact, in key order
     stmts: list[Stmt] = []
-    for chunk in sized_chunks(list(unique.values())):
-        params: list[Any] = []
-        for business, customer, wa_id, user_id, name in chunk:
-            params += (business, customer, wa_id, user_id, (name or "").strip() or None, "whatsapp", now, now)
-        rows = ", ".join(f"({marks(8, 1 + i * 8)})" for i in range(len(chunk)))
-        stmts.append(Stmt(_ARRIVAL_CONTACT_SQL.format(rows=rows), tuple(params)))
+    for sql, part in ((_ARRIVAL_CONTACT_SQL, [p for k, p in unique.items() if owned(k)]),
+                      (_NEW_CONTACT_SQL, [p for k, p in unique.items() if not owned(k)])):
+        for chunk in sized_chunks(part):
+            params: list[Any] = []
+            for business, customer, wa_id, user_id, name in chunk:
+                params += (business, customer, wa_id, user_id, (name or "").strip() or None, "whatsapp", now, now)
+            rows = ", ".join(f"({marks(8, 1 + i * 8)})" for i in range(len(chunk)))
+            stmts.append(Stmt(sql.format(rows=rows), tuple(params)))
     return stmts
 
 

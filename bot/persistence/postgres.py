@@ -108,6 +108,15 @@ async def _lock_conversations(conn: asyncpg.Connection, keys: list[tuple[str, st
         await conn.execute(_LOCK_CONVERSATIONS, [k[0] for k in keys], [k[1] for k in keys])
 
 
+async def _keep_session(_conn: asyncpg.Connection) -> None:
+    """A pool connection goes back as it is (asyncpg still rolls back a transaction left open).
+
+    Nothing here changes a reader's session (no SET, LISTEN, session advisory lock or cursor kept:
+    those have connections of their own), and asyncpg's default reset (`RESET ALL; UNLISTEN *; ...`)
+    is one more round trip for every read.
+    """
+
+
 class _Retry(Exception):
     """A unit of the group failed: roll back, and run the group again with a savepoint per unit."""
 
@@ -208,7 +217,8 @@ class PostgresDatabase(Database):
             try:
                 self._pool = await asyncpg.create_pool(
                     self.url, min_size=1, max_size=self._pool_size, timeout=CONNECT_TIMEOUT_SECONDS,
-                    command_timeout=COMMAND_TIMEOUT_SECONDS, server_settings=self._settings("reader"))
+                    command_timeout=COMMAND_TIMEOUT_SECONDS, server_settings=self._settings("reader"),
+                    reset=_keep_session)
             except Exception as exc:
                 raise _translate(exc) from exc
         except BaseException:
