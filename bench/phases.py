@@ -475,6 +475,7 @@ async def _load_and_drain(opts: Options, fakes: Fakes, servers: list[Server], *,
     if complete:
         await answers.settle(2.0)
     answered = answers.first.keys() & expected
+    turns = (await fakes.stats())["model_calls"]  # messages per turn = answered / turns (bursts folded)
     last = max(answers.first.values()) if answers.first else ingest_end
     after_end = sum(1 for t in answered if answers.first[t] > ingest_end)
     drain_s = max(1e-9, last - ingest_end)
@@ -486,7 +487,8 @@ async def _load_and_drain(opts: Options, fakes: Fakes, servers: list[Server], *,
         "replies_during_ingest": answered_at_end,
         "drain": {"messages": after_end, "seconds": round(drain_s, 2),
                   "messages_per_s": round(after_end / drain_s, 1), "cores": drain_cores},
-        "answered": len(answered), "duplicates": sum(1 for t in expected if answers.counts[t] > 1),
+        "answered": len(answered), "model_calls": turns,
+        "duplicates": sum(1 for t in expected if answers.counts[t] > 1),
         "cores": ingest_cores,
     }
 
