@@ -31,8 +31,11 @@ SWEEP_SECONDS = 1.0
 SWEEP_GRACE_SECONDS = 2.0
 SWEEP_LIMIT = 500
 
+# The inbox part reads pending rows only (the partial index of migration 0011): a condition on
+# received_at alone would let the planner walk every message older than the grace, handled or not.
 _UNCLAIMED = (
-    "SELECT phone_number_id, customer_id FROM inbox WHERE status = 'pending' AND received_at < $1 "
+    "SELECT phone_number_id, customer_id FROM inbox WHERE status = 'pending' GROUP BY phone_number_id, customer_id "
+    "HAVING MIN(received_at) < $1 "
     "UNION SELECT phone_number_id, customer_id FROM commands WHERE created_at < $1 "
     "UNION SELECT phone_number_id, customer_id FROM outbox WHERE status IN ('queued', 'sending') AND updated_at < $1 "
     "LIMIT $2"

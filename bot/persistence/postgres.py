@@ -97,15 +97,15 @@ _GROUP_ERRORS = (asyncpg.exceptions.DeadlockDetectedError,)
 # The group's conversations, locked first and in one order (the sort below the lock): two processes'
 # groups then wait for each other instead of deadlocking. Every row of a conversation (its inbox,
 # outbox, contact) is touched only after its conversation's row is ours.
-_LOCK_CONVERSATIONS = (
-    "SELECT c.id FROM conversations c JOIN unnest($1::text[], $2::text[]) AS k(b, cu) "
-    "ON c.phone_number_id = k.b AND c.customer_id = k.cu ORDER BY c.phone_number_id, c.customer_id FOR UPDATE OF c"
-)
+# One lookup per key on the unique index, in key order, all sent in one round trip (executemany
+# pipelines them): a join with an array of keys was planned once per connection, while the table was
+# still empty, as a sequential scan, and kept that plan as the table grew.
+_LOCK_CONVERSATION = "SELECT 1 FROM conversations WHERE phone_number_id = $1 AND customer_id = $2 FOR UPDATE"
 
 
 async def _lock_conversations(conn: asyncpg.Connection, keys: list[tuple[str, str]]) -> None:
     if keys:
-        await conn.execute(_LOCK_CONVERSATIONS, [k[0] for k in keys], [k[1] for k in keys])
+        await conn.executemany(_LOCK_CONVERSATION, keys)  # `keys` is sorted: the lock order
 
 
 async def _keep_session(_conn: asyncpg.Connection) -> None:
