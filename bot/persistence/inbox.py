@@ -106,17 +106,18 @@ def new_rows(messages: Sequence[InboundMessage], results: Sequence[Any], *, now:
     return stored
 
 
-# The closing statements compare `status` with a parameter, not the literal: a plan made once for all
-# executions (PostgreSQL caches one per connection) then cannot use the partial index of pending rows,
-# whose walk over every pending row it preferred to the primary key while the table was small.
-PENDING = "pending"
+# The closing statements test `status || ''`, not `status`: then no plan can use the partial index
+# of pending rows (PostgreSQL cannot prove its predicate from that expression), only the primary key.
+# Without statistics the planner takes the pending rows for 0.5 % of the table and preferred walking
+# all of them, and filtering by id, to eight primary-key lookups: 2 ms instead of 0.5 ms per close.
+_STILL_PENDING = "(status || '') = 'pending'"
 
 
 def fence_stmt(ids: Sequence[int]) -> Stmt:
     """Compare-and-set: every row is still pending (the unit that carries it is undone otherwise)."""
-    places, args = in_list(ids, 2)
-    return Stmt(f"UPDATE inbox SET attempts = attempts WHERE id IN ({places}) AND status = $1",
-                (PENDING, *args), expect=len(set(ids)))
+    places, args = in_list(ids, 1)
+    return Stmt(f"UPDATE inbox SET attempts = attempts WHERE id IN ({places}) AND {_STILL_PENDING}",
+                args, expect=len(set(ids)))
 
 
 def close_stmt(ids: Sequence[int], status: str, *, error: str | None = None, now: float | None = None,
@@ -126,11 +127,11 @@ def close_stmt(ids: Sequence[int], status: str, *, error: str | None = None, now
     `fence`: also the compare-and-set of `fence_stmt`, in the same statement: unless every row was
     still pending, the unit that carries it is undone.
     """
-    places, args = in_list(ids, 5)
+    places, args = in_list(ids, 4)
     return Stmt(
         f"UPDATE inbox SET status = $1, last_error = COALESCE($2, last_error), handled_at = $3 "
-        f"WHERE id IN ({places}) AND status = $4",
-        (status, error, now or time.time(), PENDING, *args), expect=len(set(ids)) if fence else None,
+        f"WHERE id IN ({places}) AND {_STILL_PENDING}",
+        (status, error, now or time.time(), *args), expect=len(set(ids)) if fence else None,
     )
 
 
