@@ -95,6 +95,22 @@ async def test_a_process_stores_for_a_conversation_another_runs_without_waiting_
     assert await db.fetchval("SELECT name FROM contacts WHERE customer_id = $1", ANNA) == "Anna Rossi"
 
 
+async def test_a_burst_spread_over_two_processes_is_one_turn(make_client: ClientFactory, fake_openai: FakeOpenAI,
+                                                              fake_graph: FakeGraph) -> None:
+    a, b = await make_client(burst_window_ms=1500), await make_client(burst_window_ms=1500)
+    await post_webhook(a, text_message("wamid.J1", ANNA, "hello"))
+    await fake_graph.wait_until(lambda: len(fake_graph.texts_to(ANNA)) == 1, what="the first reply")
+    # The next two come in quick succession, the load balancer sending one to each process: A (the
+    # owner) takes the first into its burst window; B stores the second, later, and wakes A.
+    await post_webhook(a, text_message("wamid.J2", ANNA, "I would like"))
+    await post_webhook(b, text_message("wamid.J3", ANNA, "the blue one"))
+    await fake_graph.wait_until(lambda: len(fake_graph.texts_to(ANNA)) == 2, what="the second reply")
+    await wait_handled(a, 3)
+    requests = fake_openai.responses_requests()
+    assert len(requests) == 2, "the two messages must be one turn"
+    assert "I would like" in str(requests[1]["input"]) and "the blue one" in str(requests[1]["input"])
+
+
 async def test_an_operator_on_one_process_sees_what_another_ingested(make_client: ClientFactory) -> None:
     a, b = await make_client(), await make_client()
     await post_webhook(a, text_message("wamid.L1", ANNA, "live?"))

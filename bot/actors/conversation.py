@@ -190,7 +190,8 @@ class _Unit:
 class ConversationActor(Actor[ConversationKey]):
     """Folds bursts into turns, asks the engine, and sends through its channel."""
 
-    __slots__ = ("_arrivals", "_offered", "_offered_read", "_sending", "_spent", "_watch", "contact", "conv", "deps")
+    __slots__ = ("_arrivals", "_joined", "_offered", "_offered_read", "_sending", "_spent", "_watch", "contact", "conv",
+                 "deps")
 
     def __init__(self, key: ConversationKey, deps: ConversationDeps,
                  on_exit: Callable[[Actor[ConversationKey]], None]) -> None:
@@ -208,6 +209,7 @@ class ConversationActor(Actor[ConversationKey]):
         self._spent: list[Usage] | None = None  # what this turn's calls have cost, not yet in the ledger
         self._arrivals: list[float] | None = None
         self._watch: LoopWatch | None = None
+        self._joined: frozenset[int] | None = None  # the rows the last turn took from the store (not told)
 
     # -- the mailbox ---------------------------------------------------------------------------
     def tell(self, message: Any) -> None:
@@ -343,8 +345,8 @@ class ConversationActor(Actor[ConversationKey]):
         for m in self.queued():
             if not isinstance(m, Inbound):
                 continue
-            if m.stored.inbox_id in seen:
-                taken.append(m)  # told twice (a replay and a live tell): answer once
+            if m.stored.inbox_id in seen or (self._joined is not None and m.stored.inbox_id in self._joined):
+                taken.append(m)  # told twice (a replay and a live tell, or joined from the store): answer once
                 continue
             size = len(m.stored.message.text or "")
             if batch and (len(batch) >= MAX_BURST_MESSAGES or chars + size > MAX_TURN_CHARS):
@@ -437,15 +439,19 @@ class ConversationActor(Actor[ConversationKey]):
             return None
 
     async def _join_stored(self, batch: list[StoredInbound]) -> None:
-        """Add the pending messages other processes stored (and only told us of by a Wake), in arrival order."""
+        """Add the pending messages other processes stored (and only told us of by a Wake), in arrival order.
+
+        All of them, the later ones too: a customer's burst that the load balancer spread over two
+        processes is one turn, not one for each process's share. A row taken here may still be told
+        to us by our own ingest (it had stored the row but not yet told it): `_joined` drops that tell.
+        """
         have = {s.inbox_id for s in batch} | {m.stored.inbox_id for m in self.queued() if isinstance(m, Inbound)}
-        last = max(s.inbox_id for s in batch)
-        # Those stored before our last one come first; later ones wait for the Wake that tells of them.
-        earlier = [r.stored(self.deps.detail_of) for r in await self.deps.repos.inbox.pending(self.key)
-                   if r.id not in have and r.id < last]
-        if not earlier:
+        found = [r.stored(self.deps.detail_of) for r in await self.deps.repos.inbox.pending(self.key)
+                 if r.id not in have]
+        self._joined = None
+        if not found:
             return
-        merged = sorted([*batch, *earlier], key=lambda s: s.inbox_id)
+        merged = sorted([*batch, *found], key=lambda s: s.inbox_id)
         chars, keep = 0, 0
         for stored in merged:
             chars += len(stored.message.text or "")
@@ -454,6 +460,7 @@ class ConversationActor(Actor[ConversationKey]):
             keep += 1
         batch[:] = merged[:keep]
         self.push_front([Inbound(s) for s in merged[keep:]])  # the next turn, still in order
+        self._joined = frozenset(s.inbox_id for s in found) & {s.inbox_id for s in batch} or None
 
     async def _supervised(self, batch: list[StoredInbound], settings: RuntimeSettings) -> str:
         attempt = 0
