@@ -57,7 +57,7 @@ from bot.persistence import commands as command_sql
 from bot.persistence import inbox as inbox_sql
 from bot.persistence import outbox as outbox_sql
 from bot.persistence.conversations import Arrival, Conversation, ConversationRepo
-from bot.persistence.crm import Contact, OrderRejected
+from bot.persistence.crm import Contact, OrderRejected, conversation_and_contact
 from bot.persistence.database import Conflict, DatabaseUnavailable, Stmt, marks
 from bot.persistence.events import event_stmts
 from bot.persistence.usage import usage_stmt
@@ -242,10 +242,11 @@ class ConversationActor(Actor[ConversationKey]):
         """The cached conversation and contact, read once per activation."""
         if self.conv is None or self.contact is None:
             repos, key = self.deps.repos, self.key
-            conv, contact = await asyncio.gather(
-                repos.conversations.get(key.business, key.customer),
-                repos.contacts.for_conversation(key.business, key.customer),
-            )
+            row, contact = await conversation_and_contact(repos.db, key.business, key.customer)
+            conv = None if row is None else Conversation.from_row(row)
+            if conv is not None and conv.last_outbound_at is None and not self._offered_read:
+                # Nothing was ever sent to this customer, so no choices were offered: no read for them.
+                self._offered, self._offered_read = None, True
             if conv is None or contact is None:
                 # Not created by the ingest (a replayed row from before it did): create both now.
                 conv = await repos.conversations.ensure(key.business, key.customer, wa_id=_digits(key.customer))
