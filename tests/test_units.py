@@ -10,6 +10,7 @@ import pytest
 
 from bot.actors.admission import Admission, Draining
 from bot.actors.base import Actor, IdleClock
+from bot.actors.guards import LOOP_FAST_REPLIES, LoopWatch
 from bot.actors.registry import Registry
 from bot.ai.engine import strip_citations
 from bot.ai.instructions import render_instructions, with_context
@@ -429,3 +430,17 @@ async def test_the_wal_is_checkpointed_once_per_limit_not_after_every_later_grou
         assert await db.fetchval("SELECT COUNT(*) FROM errors") == 300
     finally:
         await db.close()
+
+
+def test_a_bot_answering_each_reply_at_once_is_a_loop_but_a_flood_after_one_reply_is_not() -> None:
+    bot = LoopWatch()
+    for n in range(LOOP_FAST_REPLIES):
+        assert not bot.looping
+        bot = bot.sent(100.0 + n).heard(f"automatic answer {n}", 100.5 + n)
+    assert bot.looping  # each of our replies answered within a second
+    flood = LoopWatch().sent(100.0)
+    for n in range(5 * LOOP_FAST_REPLIES):
+        flood = flood.heard(f"spam {n}", 100.1 + n / 100)
+    assert not flood.looping and flood.fast_replies == 1  # many messages after one reply: a flood, not a bot
+    slow = LoopWatch().sent(100.0).heard("hi", 100.5).sent(101.0).heard("later", 200.0)
+    assert slow.fast_replies == 0  # a slow answer starts the count again

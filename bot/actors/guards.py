@@ -53,17 +53,26 @@ class LoopWatch:
     fast_replies: int = 0
     last_text: str = ""
     same_text: int = 0
+    counted_sent_at: float = 0.0  # the reply of ours whose fast answer was counted last
 
     def sent(self, at: float) -> LoopWatch:
         """We sent a reply at `at`."""
         return replace(self, last_sent_at=at)
 
     def heard(self, text: str | None, at: float, fast_within: float = LOOP_REPLY_SECONDS) -> LoopWatch:
-        """The customer wrote `text` at `at` (within `fast_within` seconds of our last reply counts as fast)."""
-        fast = self.fast_replies + 1 if self.last_sent_at and 0 <= at - self.last_sent_at < fast_within else 0
+        """The customer wrote `text` at `at` (within `fast_within` seconds of our last reply counts as fast).
+
+        One fast answer counts per reply of ours: a bot answers each of our messages at once, while a
+        person (or a flood) may write many messages after one of ours, which is not a loop.
+        """
+        fast, counted = self.fast_replies, self.counted_sent_at
+        if not (self.last_sent_at and 0 <= at - self.last_sent_at < fast_within):
+            fast = 0
+        elif counted != self.last_sent_at:
+            fast, counted = fast + 1, self.last_sent_at
         body = (text or "").strip()
         same = self.same_text + 1 if body and body == self.last_text else 0
-        return LoopWatch(self.last_sent_at, fast, body, same)
+        return LoopWatch(self.last_sent_at, fast, body, same, counted)
 
     @property
     def looping(self) -> bool:
