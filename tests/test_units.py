@@ -459,7 +459,7 @@ def test_slow_acks_on_a_loop_with_time_to_spare_do_not_cut_the_turns() -> None:
         window(0.001, 0.3)
     assert gate.allowed == 8
     for _ in range(4):
-        window(0.2, 0.35)  # slow acks, but the loop is mostly idle: the turns are not what delays them
+        window(0.2, 0.5)  # slow acks, but the loop is half idle: the turns are not what delays them
     assert gate.allowed == 8
     for _ in range(2):
         window(0.2, 0.95)  # slow acks on a saturated loop: the turns yield
