@@ -16,9 +16,6 @@ ACK_TARGET_SECONDS = 0.020
 # How often the turn limit is reconsidered, and how long without webhooks means "no ingest going on".
 WINDOW_SECONDS = 0.050
 QUIET_SECONDS = 0.250
-# Turns are cut only while the event loop's thread is this busy: slow acks on a loop with time to
-# spare come from elsewhere (the writer, a checkpoint, the machine), and fewer turns only queue replies.
-BUSY_FRACTION = 0.5
 
 
 class Draining(Exception):
@@ -36,29 +33,22 @@ class Admission:
     Ingest comes first. Turns and webhooks share one event loop (and one core), so the number of
     turns allowed to start adapts to how fast webhooks are acknowledged, as a congestion window
     does (additive increase, multiplicative decrease): every `WINDOW_SECONDS`, if the slowest ack
-    took longer than `ack_target` in this window and the one before, while the event loop was busy
-    (its thread used `BUSY_FRACTION` of the window's time), the allowance is cut by a third (never
-    below one, so replies always progress); otherwise it grows by one. Turns already running finish;
-    only new ones wait. With no webhook for `QUIET_SECONDS` the full limit applies at once. A flood
-    therefore slows the replies, not the acks, and the messages that queue meanwhile are folded into
-    fewer, larger turns. Steady traffic whose acks are sometimes slow on a loop with time to spare
-    keeps its turns: cutting them there only queued the replies (at 100 new customers a second on
-    this project's machine the loop's thread is 20-45 % busy and its slow acks come in pauses that
-    fewer turns do not shorten; reply p50 244-277 -> 208-218 ms). A flood keeps it 45-85 % busy.
+    took longer than `ack_target` in this window and the one before, the allowance is cut by a third
+    (never below one, so replies always progress); otherwise it grows by one. Turns already running
+    finish; only new ones wait. With no webhook for `QUIET_SECONDS` the full limit applies at once.
+    A flood therefore slows the replies, not the acks, and the messages that queue meanwhile are
+    folded into fewer, larger turns.
     """
 
     def __init__(self, limit: int, *, ack_target: float = ACK_TARGET_SECONDS,
-                 clock: Callable[[], float] = time.monotonic,
-                 busy_time: Callable[[], float] = time.thread_time) -> None:
+                 clock: Callable[[], float] = time.monotonic) -> None:
         self.limit = limit
         self.allowed = limit  # the limit in force now (≤ limit), see the class docstring
         self.running = 0
         self.closed = False
         self._ack_target = ack_target
         self._clock = clock
-        self._busy_time = busy_time  # CPU time of the loop's thread (`acked` runs on it)
         self._window_start = clock()
-        self._window_busy = busy_time()
         self._window_slowest = 0.0
         self._slow_windows = 0
         self._last_ack = float("-inf")
@@ -79,14 +69,11 @@ class Admission:
             # pay for every slot having been handed out at once).
             self.allowed = min(self.allowed, max(1, self.limit // 4))
             self._window_start, self._window_slowest, self._slow_windows = now, 0.0, 0
-            self._window_busy = self._busy_time()
         self._last_ack = now
         self._window_slowest = max(self._window_slowest, seconds)
         if now - self._window_start < WINDOW_SECONDS:
             return
-        busy = self._busy_time()
-        crowded = (busy - self._window_busy) >= BUSY_FRACTION * (now - self._window_start)
-        if self._window_slowest > self._ack_target and crowded:
+        if self._window_slowest > self._ack_target:
             # Two slow windows in a row: one alone is as likely a pause of the whole process (a garbage
             # collection, a checkpoint) as turns crowding the webhooks out, and fewer turns would not help.
             self._slow_windows += 1
@@ -97,7 +84,7 @@ class Admission:
             if self.allowed < self.limit:
                 self.allowed += 1
                 self._next()
-        self._window_start, self._window_slowest, self._window_busy = now, 0.0, busy
+        self._window_start, self._window_slowest = now, 0.0
 
     def _limit_now(self) -> int:
         if self.allowed < self.limit and self._clock() - self._last_ack > QUIET_SECONDS:
