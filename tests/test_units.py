@@ -444,3 +444,14 @@ def test_a_bot_answering_each_reply_at_once_is_a_loop_but_a_flood_after_one_repl
     assert not flood.looping and flood.fast_replies == 1  # many messages after one reply: a flood, not a bot
     slow = LoopWatch().sent(100.0).heard("hi", 100.5).sent(101.0).heard("later", 200.0)
     assert slow.fast_replies == 0  # a slow answer starts the count again
+
+
+def test_values_statements_come_in_sized_chunks_with_every_row_in_order() -> None:
+    from bot.persistence.database import values_stmts
+
+    rows = [(n, f"v{n}") for n in range(5)]
+    stmts = values_stmts("INSERT INTO t (a, b) VALUES {rows}", rows, returning=True)
+    assert [s.sql for s in stmts] == ["INSERT INTO t (a, b) VALUES ($1, $2), ($3, $4), ($5, $6), ($7, $8)",
+                                      "INSERT INTO t (a, b) VALUES ($1, $2)"]
+    assert [v for s in stmts for v in s.args] == [v for row in rows for v in row] and all(s.rows for s in stmts)
+    assert values_stmts("INSERT INTO t (a) VALUES {rows}", []) == []

@@ -57,7 +57,7 @@ from bot.persistence import commands as command_sql
 from bot.persistence import inbox as inbox_sql
 from bot.persistence import outbox as outbox_sql
 from bot.persistence.conversations import Arrival, Conversation, ConversationRepo
-from bot.persistence.crm import Contact, OrderRejected, conversation_and_contact
+from bot.persistence.crm import Contact, OrderRejected, conversation_and_contact, refresh_contact_stmt
 from bot.persistence.database import Conflict, DatabaseUnavailable, Stmt, marks
 from bot.persistence.events import event_stmts
 from bot.persistence.usage import usage_stmt
@@ -782,8 +782,8 @@ class ConversationActor(Actor[ConversationKey]):
         stmts.append(ConversationRepo.save_stmt(new, now))
         refreshed = _refresh_contact(contact, batch, new.language)
         if refreshed is not contact:
-            stmts.append(Stmt(_REFRESH_CONTACT, (refreshed.wa_id, refreshed.user_id, refreshed.name,
-                                                 refreshed.language, now, contact.id)))
+            stmts.append(refresh_contact_stmt(contact.id, wa_id=refreshed.wa_id, user_id=refreshed.user_id,
+                                              name=refreshed.name, language=refreshed.language, now=now))
         # The model has answered: a storage failure now retries the write, never the question.
         try:
             results = await self._write(stmts)
@@ -990,15 +990,6 @@ def _refresh_identity(conv: Conversation, batch: list[StoredInbound]) -> Convers
                    profile_name=last.profile_name or conv.profile_name,
                    last_inbound_at=max(heard.at, conv.last_inbound_at or 0), last_activity_at=max(heard.at, activity),
                    last_message_preview=heard.preview if heard.at >= activity else conv.last_message_preview)
-
-
-# The contact as the customer's messages show it (the ingest refreshes only its own process's
-# contacts); a name given to the assistant or typed by an operator is never replaced.
-_REFRESH_CONTACT = (
-    "UPDATE contacts SET wa_id = COALESCE($1, wa_id), user_id = COALESCE($2, user_id), "
-    "name = CASE WHEN name_source = 'whatsapp' THEN COALESCE($3, name) ELSE name END, "
-    "language = COALESCE($4, language), updated_at = $5 WHERE id = $6"
-)
 
 
 def _refresh_contact(contact: Contact, batch: list[StoredInbound], language: str | None) -> Contact:

@@ -120,8 +120,7 @@ class Ingest:
                         await asyncio.gather(*(self._store_alone(post) for post in posts))
                 else:
                     for post, new in zip(posts, stored, strict=True):
-                        if not post.future.done():
-                            post.future.set_result(new)
+                        _succeed(post, new)
         finally:
             self._storing = None
             # Only when cancelled: no POST is left waiting for a future nobody will set.
@@ -134,8 +133,7 @@ class Ingest:
         except Exception as exc:
             _fail([post], exc)
         else:
-            if not post.future.done():
-                post.future.set_result(new)
+            _succeed(post, new)
 
     async def _store(self, posts: list[_Post]) -> list[list[StoredInbound]]:
         """One unit of work for these POSTs; the new inbox rows of each, in order."""
@@ -172,8 +170,7 @@ class Ingest:
         # A wamid twice in the unit is new once, for the first POST that had it.
         stored = {id(s.message): s for s in inbox_sql.new_rows(messages, results[first : first + len(inserts)],
                                                                now=now)}
-        out = [[stored[id(m)] for m in post.batch.messages if id(m) in stored] for post in posts]
-        return out
+        return [[stored[id(m)] for m in post.batch.messages if id(m) in stored] for post in posts]
 
     def _owned_keys(self, arrivals: list[Arrival]) -> set[tuple[str, str]]:
         keys = {(a.business, a.customer) for a in arrivals}
@@ -191,6 +188,11 @@ class Ingest:
         for stored in new:
             if stored.message.phone_number_id != TEST_NUMBER_ID:  # test chats stay out of WhatsApp counts
                 self._metrics.messages_in.labels(type=stored.message.type).inc()
+
+
+def _succeed(post: _Post, new: list[StoredInbound]) -> None:
+    if not post.future.done():
+        post.future.set_result(new)
 
 
 def _fail(posts: list[_Post], error: BaseException) -> None:

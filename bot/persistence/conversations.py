@@ -13,7 +13,7 @@ from dataclasses import dataclass, replace
 from typing import Any
 
 from bot.domain.conversation import LOCAL_CHANNEL, ConversationKey, InboundMessage
-from bot.persistence.database import Database, Record, Stmt, marks, row_to, sized_chunks
+from bot.persistence.database import Database, Record, Stmt, row_to, values_stmts
 
 # The business "number" of browser test chats: such conversations never reach the Graph API.
 TEST_NUMBER_ID = LOCAL_CHANNEL
@@ -119,7 +119,6 @@ _SAVE_SQL = (
 )
 
 
-_ARRIVAL_COLUMNS = 12
 _ARRIVAL_SQL = (
     "INSERT INTO conversations (phone_number_id, customer_id, wa_id, user_id, profile_name, session_id, is_test, "
     "created_at, updated_at, last_activity_at, last_inbound_at, last_message_preview) VALUES {rows} "
@@ -197,15 +196,11 @@ def arrival_stmts(arrivals: Sequence[Arrival], *, now: float,
             heard[key] = max(heard.get(key, arrival.at), arrival.at)
     # In key order: two processes creating the same new conversations lock them in the same order.
     ordered = sorted(latest.items())
-    for sql, part in ((_ARRIVAL_SQL, [i for i in ordered if owned(i[0])]),
-                      (_NEW_ONLY_SQL, [i for i in ordered if not owned(i[0])])):
-        for chunk in sized_chunks(part):
-            params: list[Any] = []
-            for key, a in chunk:
-                params += (a.business, a.customer, a.wa_id, a.user_id, a.profile_name, new_session_id(),
-                           int(a.business == TEST_NUMBER_ID), now, now, a.at, heard.get(key), a.preview)
-            rows = ", ".join(f"({marks(_ARRIVAL_COLUMNS, 1 + i * _ARRIVAL_COLUMNS)})" for i in range(len(chunk)))
-            stmts.append(Stmt(sql.format(rows=rows), tuple(params)))
+    for sql, is_owned in ((_ARRIVAL_SQL, True), (_NEW_ONLY_SQL, False)):
+        stmts += values_stmts(sql, [
+            (a.business, a.customer, a.wa_id, a.user_id, a.profile_name, new_session_id(),
+             int(a.business == TEST_NUMBER_ID), now, now, a.at, heard.get(key), a.preview)
+            for key, a in ordered if owned(key) == is_owned])
     return stmts
 
 

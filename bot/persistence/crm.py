@@ -7,7 +7,7 @@ import secrets
 import time
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, fields
-from typing import Any, Literal
+from typing import Literal
 
 from bot.domain.conversation import ConversationKey
 from bot.persistence.database import (
@@ -20,8 +20,8 @@ from bot.persistence.database import (
     like_contains,
     marks,
     row_to,
-    sized_chunks,
     ts_query,
+    values_stmts,
 )
 from bot.persistence.events import event_stmts, order_payload
 
@@ -126,15 +126,24 @@ def arrival_contact_stmts(people: Sequence[tuple[str, str, str | None, str | Non
     """
     unique = dict(sorted({(p[0], p[1]): p for p in people}.items()))  # one row per contact, in key order
     stmts: list[Stmt] = []
-    for sql, part in ((_ARRIVAL_CONTACT_SQL, [p for k, p in unique.items() if owned(k)]),
-                      (_NEW_CONTACT_SQL, [p for k, p in unique.items() if not owned(k)])):
-        for chunk in sized_chunks(part):
-            params: list[Any] = []
-            for business, customer, wa_id, user_id, name in chunk:
-                params += (business, customer, wa_id, user_id, (name or "").strip() or None, "whatsapp", now, now)
-            rows = ", ".join(f"({marks(8, 1 + i * 8)})" for i in range(len(chunk)))
-            stmts.append(Stmt(sql.format(rows=rows), tuple(params)))
+    for sql, is_owned in ((_ARRIVAL_CONTACT_SQL, True), (_NEW_CONTACT_SQL, False)):
+        stmts += values_stmts(sql, [
+            (business, customer, wa_id, user_id, (name or "").strip() or None, "whatsapp", now, now)
+            for key, (business, customer, wa_id, user_id, name) in unique.items() if owned(key) == is_owned])
     return stmts
+
+
+def refresh_contact_stmt(contact_id: int, *, wa_id: str | None, user_id: str | None, name: str | None,
+                         language: str | None, now: float) -> Stmt:
+    """What a turn learnt of its customer (the ingest refreshes only its own process's contacts).
+
+    A name given to the assistant or typed by an operator is never replaced by the WhatsApp one.
+    """
+    return Stmt(
+        "UPDATE contacts SET wa_id = COALESCE($1, wa_id), user_id = COALESCE($2, user_id), "
+        "name = CASE WHEN name_source = 'whatsapp' THEN COALESCE($3, name) ELSE name END, "
+        "language = COALESCE($4, language), updated_at = $5 WHERE id = $6",
+        (wa_id, user_id, name, language, now, contact_id))
 
 
 def contact_key(contact: Contact) -> ConversationKey:

@@ -111,6 +111,19 @@ def sized_chunks(items: Sequence[T], largest: int = MAX_ROWS) -> list[Sequence[T
     return out
 
 
+def values_stmts(sql: str, rows: Sequence[Sequence[Any]], *, returning: bool = False) -> list[Stmt]:
+    """Multi-row statements for `rows` (tuples of one width): `sql` has a `{rows}` where the VALUES go.
+
+    In `sized_chunks`, so each table's statement comes in a few shapes only.
+    """
+    stmts: list[Stmt] = []
+    for chunk in sized_chunks(rows):
+        width = len(chunk[0])
+        placeholders = ", ".join(f"({marks(width, 1 + i * width)})" for i in range(len(chunk)))
+        stmts.append(Stmt(sql.format(rows=placeholders), tuple(v for row in chunk for v in row), rows=returning))
+    return stmts
+
+
 def in_list(values: Sequence[Any], start: int = 1) -> tuple[str, tuple[Any, ...]]:
     """An `IN (...)` list's placeholders and arguments, padded to a power of two with its last value.
 

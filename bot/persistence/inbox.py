@@ -11,7 +11,7 @@ from typing import Any
 import orjson
 
 from bot.domain.conversation import ConversationKey, InboundMessage, MessageDetail, StoredInbound
-from bot.persistence.database import Database, Record, Stmt, in_list, marks, row_to, sized_chunks
+from bot.persistence.database import Database, Record, Stmt, in_list, marks, row_to, values_stmts
 
 _COLUMNS = 12
 _INSERT_SQL = (
@@ -78,18 +78,10 @@ def encode_payload(payload: Any) -> str:
 
 def insert_stmts(messages: Sequence[InboundMessage], *, now: float, status: str = "pending") -> list[Stmt]:
     """Statements that store messages (repeats by wamid skipped); each returns (id, wamid) of new rows."""
-    stmts: list[Stmt] = []
     # One statement per chunk, not per message: the ingest group-commits many webhooks into one call here.
-    for chunk in sized_chunks(messages):
-        params: list[object] = []
-        for msg in chunk:
-            params += (
-                msg.wamid, msg.phone_number_id, msg.customer_id, msg.wa_id, msg.user_id, msg.profile_name,
-                msg.type, msg.text, encode_payload(msg.payload), msg.timestamp, now, status,
-            )
-        rows = ", ".join(f"({marks(_COLUMNS, 1 + i * _COLUMNS)})" for i in range(len(chunk)))
-        stmts.append(Stmt(_INSERT_SQL.format(rows=rows), tuple(params), rows=True))
-    return stmts
+    return values_stmts(_INSERT_SQL, [
+        (msg.wamid, msg.phone_number_id, msg.customer_id, msg.wa_id, msg.user_id, msg.profile_name, msg.type,
+         msg.text, encode_payload(msg.payload), msg.timestamp, now, status) for msg in messages], returning=True)
 
 
 def new_rows(messages: Sequence[InboundMessage], results: Sequence[Any], *, now: float) -> list[StoredInbound]:
@@ -109,7 +101,8 @@ def new_rows(messages: Sequence[InboundMessage], results: Sequence[Any], *, now:
 # The closing statements test `status || ''`, not `status`: then no plan can use the partial index
 # of pending rows (PostgreSQL cannot prove its predicate from that expression), only the primary key.
 # Without statistics the planner takes the pending rows for 0.5 % of the table and preferred walking
-# all of them, and filtering by id, to eight primary-key lookups: 2 ms instead of 0.5 ms per close.
+# all of them, and filtering by id, to eight primary-key lookups: 2.0 instead of 0.9 ms per
+# close of eight rows in a micro-benchmark.
 _STILL_PENDING = "(status || '') = 'pending'"
 
 
